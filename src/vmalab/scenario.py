@@ -1,0 +1,426 @@
+"""The vmalab scenario format, version 1 (``docs/scenario-format.md``).
+
+This module parses and validates a scenario (sizes, address expressions, flag words, ``fd`` specs, ops and
+their fields) into plain data that both back ends consume: the model executor (:mod:`vmalab.execute`) and
+the live-kernel runner (:mod:`vmalab.oracle.kernel`).  It also formats results (addresses relative to the
+window) and compares two results field by field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import constants as C
+
+BASE = 0x500000000000
+WINDOW_SIZE = 1 << 30
+
+SIZE_SUFFIX = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": C.PAGE_SIZE}
+
+
+class ScenarioError(ValueError):
+    """A scenario file is malformed: the message names the op and the field."""
+
+
+# --- sizes -------------------------------------------------------------------------------------------
+_TERM = re.compile(r"\s*(0[xX][0-9a-fA-F]+|\d+)\s*([KMGTP]?)\s*")
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """Parse a size/offset: an integer, ``"0x1000"``, ``"8K"``, ``"3P"`` (pages), or sums/differences
+    of those (``"1M+8K"``, ``"1M-4K"``).  The result may be negative only if written as an integer or a
+    difference (the kernel receives it as an unsigned long)."""
+    if isinstance(value, bool):
+        raise ScenarioError(f"{what}: expected a size, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ScenarioError(f"{what}: expected a size, got {value!r}")
+    text = value.strip()
+    total = 0
+    sign = 1
+    pos = 0
+    if text[0] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        pos = 1
+    while True:
+        m = _TERM.match(text, pos)
+        if not m or not m.group(1):
+            raise ScenarioError(f"{what}: cannot parse size {value!r}")
+        n = int(m.group(1), 0) * SIZE_SUFFIX.get(m.group(2), 1)
+        total += sign * n
+        pos = m.end()
+        if pos == len(text):
+            return total
+        if text[pos] not in "+-":
+            raise ScenarioError(f"{what}: cannot parse size {value!r}")
+        sign = -1 if text[pos] == "-" else 1
+        pos += 1
+
+
+# --- addresses ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Addr:
+    """An address expression. ``kind`` is ``abs``, ``base``, ``null``, ``brk``, ``map`` or ``mapend``."""
+
+    kind: str
+    offset: int = 0
+    name: str | None = None
+
+    def to_json(self) -> Any:
+        if self.kind == "null":
+            return None
+        if self.kind == "abs":
+            return f"abs:{self.offset:#x}"
+        sign = "-" if self.offset < 0 else "+"
+        if self.kind in ("base", "brk"):
+            return f"{self.kind}{sign}{abs(self.offset):#x}"
+        return f"{self.kind}:{self.name}{sign}{abs(self.offset):#x}"
+
+
+def parse_addr(value: Any, what: str = "addr") -> Addr:
+    """Parse an address expression of the scenario format."""
+    if value is None:
+        return Addr("null")
+    if isinstance(value, bool):
+        raise ScenarioError(f"{what}: expected an address, got {value!r}")
+    if isinstance(value, int):
+        return Addr("abs", value)
+    if not isinstance(value, str):
+        raise ScenarioError(f"{what}: expected an address, got {value!r}")
+    text = value.strip()
+    if text.startswith("abs:"):
+        return Addr("abs", parse_size(text[4:], what))
+    for kind in ("base", "brk"):
+        if text == kind:
+            return Addr(kind, 0)
+        if text.startswith(kind) and text[len(kind)] in "+-":
+            return Addr(kind, parse_size(text[len(kind):], what))
+    for kind in ("mapend", "map"):
+        if text.startswith(kind + ":"):
+            rest = text[len(kind) + 1:]
+            for i in range(1, len(rest)):
+                if rest[i] in "+-":
+                    try:
+                        off = parse_size(rest[i:], what)
+                    except ScenarioError:
+                        continue
+                    return Addr(kind, off, rest[:i])
+            if not rest:
+                raise ScenarioError(f"{what}: {kind}: needs a name")
+            return Addr(kind, 0, rest)
+    try:
+        return Addr("abs", parse_size(text, what))
+    except ScenarioError:
+        raise ScenarioError(f"{what}: cannot parse address {value!r}") from None
+
+
+# --- fd specs ----------------------------------------------------------------------------------------
+FILE_KINDS = ("memfd", "disk", "tmpfs", "secretmem")
+
+
+@dataclass(frozen=True)
+class FdSpec:
+    """``kind`` is ``none``, ``devzero``, ``raw`` (``fd:N``) or a file kind; ``mode`` is ``rw``/``ro``/``wo``."""
+
+    kind: str
+    name: str = ""
+    size: int | None = None
+    mode: str = "rw"
+    raw: int = -1
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+
+def parse_fd(value: Any, what: str = "fd") -> FdSpec:
+    if value is None or value == "none":
+        return FdSpec("none")
+    if value == "devzero":
+        return FdSpec("devzero")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return FdSpec("raw", raw=value)
+    if not isinstance(value, str):
+        raise ScenarioError(f"{what}: expected an fd spec, got {value!r}")
+    if value.startswith("fd:"):
+        try:
+            return FdSpec("raw", raw=int(value[3:], 0))
+        except ValueError:
+            raise ScenarioError(f"{what}: bad raw descriptor {value!r}") from None
+    kind, _, rest = value.partition(":")
+    if kind not in FILE_KINDS:
+        raise ScenarioError(f"{what}: unknown fd kind {kind!r} in {value!r}")
+    parts = rest.split(":")
+    name = parts[0]
+    if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ScenarioError(f"{what}: bad file name in {value!r}")
+    size = None
+    mode = "rw"
+    if len(parts) > 3:
+        raise ScenarioError(f"{what}: too many fields in {value!r}")
+    if len(parts) >= 2 and parts[1] != "":
+        size = parse_size(parts[1], what)
+        if size < 0:
+            raise ScenarioError(f"{what}: negative file size in {value!r}")
+    if len(parts) == 3:
+        if parts[2] not in ("ro", "wo"):
+            raise ScenarioError(f"{what}: mode must be ro or wo in {value!r}")
+        if kind == "secretmem":
+            raise ScenarioError(f"{what}: secretmem takes no mode")
+        mode = parts[2]
+    return FdSpec(kind, name, size, mode)
+
+
+# --- ops ---------------------------------------------------------------------------------------------
+# op -> (required fields, optional fields)
+OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mmap": (("addr", "len", "prot", "flags"), ("fd", "offset")),
+    "munmap": (("addr", "len"), ()),
+    "munlock": (("addr", "len"), ()),
+    "mprotect": (("addr", "len", "prot"), ()),
+    "mremap": (("old", "old_len", "new_len"), ("flags", "new_addr")),
+    "madvise": (("addr", "len", "advice"), ()),
+    "mlock": (("addr", "len"), ("flags",)),
+    "mlockall": (("flags",), ()),
+    "munlockall": ((), ()),
+    "mseal": (("addr", "len"), ("flags",)),
+    "msync": (("addr", "len", "flags"), ()),
+    "mincore": (("addr", "len"), ()),
+    "touch": (("addr", "write"), ("value",)),
+    "brk": (("addr",), ()),
+    "ftruncate": (("fd", "len"), ()),
+    "setrlimit": (("resource", "value"), ("max",)),
+    "fork": ((), ("read",)),
+    "repeat": (("count", "step", "body"), ()),
+    "vma_count": ((), ()),
+    "snapshot": ((), ("range",)),
+}
+ADDR_FIELDS = {"addr", "old", "new_addr"}
+SIZE_FIELDS = {"len", "offset", "old_len", "new_len", "step"}
+FLAG_TABLES: dict[tuple[str, str], tuple[dict[str, int], str]] = {
+    ("mmap", "prot"): (C.PROT_NAMES, "prot"), ("mprotect", "prot"): (C.PROT_NAMES, "prot"),
+    ("mmap", "flags"): (C.MAP_NAMES, "flags"), ("mremap", "flags"): (C.MREMAP_NAMES, "flags"),
+    ("madvise", "advice"): (C.MADV_NAMES, "advice"), ("mlock", "flags"): (C.MLOCK_NAMES, "flags"),
+    ("mlockall", "flags"): (C.MLOCK_NAMES, "flags"), ("mseal", "flags"): ({}, "flags"),
+    ("msync", "flags"): (C.MSYNC_NAMES, "flags"), ("setrlimit", "resource"): (C.RLIMIT_NAMES, "resource"),
+}
+
+
+@dataclass
+class Op:
+    """One parsed op: ``args`` holds the scenario's own JSON values (copied to the result), ``p`` the parsed
+    values (``Addr``, ``int``, ``FdSpec``, ``bool``, ``Op`` for a repeat body, lists)."""
+
+    op: str
+    args: dict[str, Any]
+    p: dict[str, Any]
+    note: str | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str = ""
+    window: bool = True
+    rlimit_stack: int | None = None  # bytes; C.RLIM_INFINITY for "unlimited"; None: inherit
+    ops: list[Op] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def files(self) -> dict[tuple[str, str], FdSpec]:
+        """Every file the scenario names, keyed by (kind, name), with the size of its first use."""
+        out: dict[tuple[str, str], FdSpec] = {}
+        for op in self.iter_ops():
+            fd = op.p.get("fd")
+            if isinstance(fd, FdSpec) and fd.kind in FILE_KINDS and fd.key not in out:
+                out[fd.key] = fd
+        return out
+
+    def iter_ops(self) -> list[Op]:
+        out: list[Op] = []
+        for op in self.ops:
+            out.append(op)
+            if op.op == "repeat":
+                out.append(op.p["body"])
+        return out
+
+
+def parse_rlimit_value(value: Any, what: str) -> int:
+    if value == "unlimited" or value == "RLIM_INFINITY":
+        return C.RLIM_INFINITY
+    n = parse_size(value, what)
+    if n < 0:
+        raise ScenarioError(f"{what}: negative limit")
+    return n
+
+
+def parse_op(raw: Any, where: str) -> Op:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: an op must be a JSON object")
+    name = raw.get("op")
+    if name not in OP_FIELDS:
+        raise ScenarioError(f"{where}: unknown op {name!r}")
+    required, optional = OP_FIELDS[name]
+    allowed = set(required) | set(optional) | {"op", "note"}
+    for key in raw:
+        if key not in allowed:
+            raise ScenarioError(f"{where}: op {name!r} has no field {key!r}")
+    for key in required:
+        if key not in raw:
+            raise ScenarioError(f"{where}: op {name!r} needs field {key!r}")
+    note = raw.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ScenarioError(f"{where}: note must be a string")
+    args = {k: v for k, v in raw.items() if k not in ("op", "note")}
+    p: dict[str, Any] = {}
+    for key, value in args.items():
+        w = f"{where}: {name}.{key}"
+        if key in ADDR_FIELDS:
+            p[key] = parse_addr(value, w)
+        elif key in SIZE_FIELDS:
+            p[key] = parse_size(value, w)
+        elif (name, key) in FLAG_TABLES:
+            table, label = FLAG_TABLES[(name, key)]
+            try:
+                p[key] = C.parse_flag_word(value, table, w)
+            except C.FlagWordError as e:
+                raise ScenarioError(str(e)) from None
+        elif key == "fd":
+            p[key] = parse_fd(value, w)
+        elif key == "write":
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{w}: must be true or false")
+            p[key] = value
+        elif name == "setrlimit" and key in ("value", "max"):
+            p[key] = parse_rlimit_value(value, w)
+        elif key == "value":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+                raise ScenarioError(f"{w}: must be a byte value 0..255")
+            p[key] = value
+        elif key == "count":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ScenarioError(f"{w}: must be a non-negative integer")
+            p[key] = value
+        elif key == "body":
+            body = parse_op(value, f"{w}")
+            if body.op in ("repeat", "fork", "snapshot"):
+                raise ScenarioError(f"{w}: a repeat body cannot be {body.op!r}")
+            p[key] = body
+        elif key == "read":
+            if not isinstance(value, list):
+                raise ScenarioError(f"{w}: must be a list of addresses")
+            p[key] = [parse_addr(a, f"{w}[{i}]") for i, a in enumerate(value)]
+        elif key == "range":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ScenarioError(f"{w}: must be [lo, hi]")
+            p[key] = (parse_addr(value[0], w), parse_addr(value[1], w))
+        else:  # pragma: no cover - every declared field is handled above
+            raise ScenarioError(f"{w}: unhandled field")
+    return Op(name, args, p, note)
+
+
+def parse_scenario(raw: Any) -> Scenario:
+    """Validate and parse a scenario object (already decoded from JSON)."""
+    if not isinstance(raw, dict):
+        raise ScenarioError("a scenario must be a JSON object")
+    allowed = {"name", "description", "window", "rlimit_stack", "ops", "format", "expect", "reason"}
+    for key in raw:
+        if key not in allowed:
+            raise ScenarioError(f"unknown scenario field {key!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ScenarioError("scenario needs a non-empty string 'name'")
+    window = raw.get("window", True)
+    if not isinstance(window, bool):
+        raise ScenarioError("'window' must be true or false")
+    rl = raw.get("rlimit_stack")
+    rlimit_stack = None if rl is None else parse_rlimit_value(rl, "rlimit_stack")
+    ops_raw = raw.get("ops")
+    if not isinstance(ops_raw, list):
+        raise ScenarioError("scenario needs a list 'ops'")
+    ops = [parse_op(o, f"op {i}") for i, o in enumerate(ops_raw)]
+    desc = raw.get("description", "")
+    if not isinstance(desc, str):
+        raise ScenarioError("'description' must be a string")
+    return Scenario(name, desc, window, rlimit_stack, ops, raw)
+
+
+def load_scenario(path: str) -> Scenario:
+    """Read and parse a scenario file; every failure is a :class:`ScenarioError` with one line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise ScenarioError(f"{path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ScenarioError(f"{path}: not valid JSON: {e}") from None
+    return parse_scenario(raw)
+
+
+# --- results -----------------------------------------------------------------------------------------
+def format_addr(addr: int, window: bool) -> str:
+    """Format an address for a result: ``base+0x..`` inside ``[BASE-1G, BASE+2G)`` of a windowed
+    scenario, else absolute hex."""
+    if window and BASE - WINDOW_SIZE <= addr < BASE + 2 * WINDOW_SIZE:
+        d = addr - BASE
+        return f"base+{d:#x}" if d >= 0 else f"base-{-d:#x}"
+    return f"{addr:#x}"
+
+
+COMPARED_OP_FIELDS = ("ret", "errno", "signal", "value", "vec", "failed_at")
+COMPARED_VMA_FIELDS = ("start", "end", "perms", "pgoff", "name", "rss_kb", "vmflags", "locked_kb")
+
+
+def compare_results(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Field-by-field comparison of two result objects, as the format defines agreement.  Returns a list
+    of human-readable differences (empty when the results agree)."""
+    diffs: list[str] = []
+    er, gr = expected.get("results", []), got.get("results", [])
+    if len(er) != len(gr):
+        diffs.append(f"number of results: expected {len(er)}, got {len(gr)}")
+    for i, (e, g) in enumerate(zip(er, gr, strict=False)):
+        where = f"op {i} ({e.get('op')})"
+        if e.get("op") != g.get("op"):
+            diffs.append(f"{where}: op expected {e.get('op')!r}, got {g.get('op')!r}")
+            continue
+        for k in COMPARED_OP_FIELDS:
+            if e.get(k) != g.get(k):
+                diffs.append(f"{where}: {k} expected {e.get(k)!r}, got {g.get(k)!r}")
+        if "child" in e or "child" in g:
+            ec, gc = e.get("child") or {}, g.get("child") or {}
+            if ec.get("reads") != gc.get("reads"):
+                diffs.append(f"{where}: child reads expected {ec.get('reads')!r}, got {gc.get('reads')!r}")
+            diffs += [f"{where}: child {d}" for d in _compare_vmas(ec.get("vmas") or [], gc.get("vmas") or [])]
+        if "vmas" in e or "vmas" in g:
+            diffs += [f"{where}: {d}" for d in _compare_vmas(e.get("vmas") or [], g.get("vmas") or [])]
+    return diffs
+
+
+def _vma_key(v: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(v.get(k) if k != "locked_kb" else (v.get(k) or 0) for k in COMPARED_VMA_FIELDS)
+
+
+def _compare_vmas(ev: list[dict[str, Any]], gv: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    if len(ev) != len(gv):
+        out.append(f"{len(ev)} VMAs expected, got {len(gv)}")
+    for j, (a, b) in enumerate(zip(ev, gv, strict=False)):
+        if _vma_key(a) != _vma_key(b):
+            fields = [k for k in COMPARED_VMA_FIELDS if (a.get(k) or (0 if k == "locked_kb" else None))
+                      != (b.get(k) or (0 if k == "locked_kb" else None))]
+            out.append(f"vma {j}: {', '.join(fields)} differ: expected {vma_line(a)} | got {vma_line(b)}")
+    if len(ev) != len(gv):
+        for j in range(min(len(ev), len(gv)), max(len(ev), len(gv))):
+            side, v = ("expected", ev[j]) if j < len(ev) else ("got", gv[j])
+            out.append(f"vma {j} only {side}: {vma_line(v)}")
+    return out
+
+
+def vma_line(v: dict[str, Any]) -> str:
+    """One snapshot VMA as a short human-readable line."""
+    locked = f" locked={v['locked_kb']}K" if v.get("locked_kb") else ""
+    return (f"{v.get('start')}-{v.get('end')} {v.get('perms')} {v.get('pgoff')} {v.get('name') or '-'} "
+            f"rss={v.get('rss_kb')}K [{v.get('vmflags')}]{locked}")
