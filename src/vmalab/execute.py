@@ -1,0 +1,212 @@
+"""Run a scenario on the model and produce the scenario format's result object.
+
+The model starts from a process layout: by default one shaped like the static live-kernel runner's
+(program image at 0x400000, ``[heap]``, the vDSO block ending at ``mmap_base``, ``[stack]`` at the top),
+or — when comparing with a kernel recording — exactly the initial maps the recording captured.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from . import constants as C
+from .mm import MM, Fault
+from .procfs import import_maps, maps_line, perms, vma_name, maps_offset
+from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
+
+MODEL_OPS = {"mmap", "munmap", "mprotect", "touch", "snapshot", "vma_count", "repeat", "setrlimit",
+             "ftruncate"}
+
+
+class ModelUnsupported(Exception):
+    """The scenario uses an op or a feature the model does not implement yet."""
+
+
+def default_layout(rlimit_stack: int) -> str:
+    """A maps text shaped like the static runner's initial layout (see docs/oracle.md)."""
+    from .layout import mmap_base
+    top = mmap_base(rlimit_stack)
+    lines = [
+        "00400000-00401000 r--p 00000000 fe:00 4242                               /vmalab-runner",
+        "00401000-00498000 r-xp 00001000 fe:00 4242                               /vmalab-runner",
+        "00498000-004c3000 r--p 00098000 fe:00 4242                               /vmalab-runner",
+        "004c3000-004c7000 r--p 000c2000 fe:00 4242                               /vmalab-runner",
+        "004c7000-004cc000 rw-p 000c6000 fe:00 4242                               /vmalab-runner",
+        "004cc000-00737000 rw-p 00000000 00:00 0 ",
+        "00737000-00759000 rw-p 00000000 00:00 0                                  [heap]",
+        f"{top - 0x8000:x}-{top - 0x4000:x} r--p 00000000 00:00 0                          [vvar]",
+        f"{top - 0x4000:x}-{top - 0x2000:x} r--p 00000000 00:00 0                          [vvar_vclock]",
+        f"{top - 0x2000:x}-{top:x} r-xp 00000000 00:00 0                          [vdso]",
+        "7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0                          [stack]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class ModelRunner:
+    """Executes one scenario on a fresh :class:`MM`; ``validate`` runs ``mm.validate()`` after every op."""
+
+    def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool = False,
+                 trace: bool = False) -> None:
+        self.scn = scn
+        rl = scn.rlimit_stack if scn.rlimit_stack is not None else 8 << 20
+        self.mm = MM(rlimit_stack=rl)
+        self.mm.tracing = trace
+        import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
+        self.validate = validate
+        self.fds: dict[tuple[str, str], dict[str, int]] = {}
+        self.initial_brk = self.mm.brk
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def addr(self, a: Addr) -> int:
+        if a.kind == "null":
+            return 0
+        if a.kind == "abs":
+            return a.offset & C.ULONG_MASK
+        if a.kind == "base":
+            return (BASE + a.offset) & C.ULONG_MASK
+        if a.kind == "brk":
+            return (self.initial_brk + a.offset) & C.ULONG_MASK
+        for v in self.mm.tree:
+            if vma_name(self.mm, v) == a.name:
+                return ((v.vm_start if a.kind == "map" else v.vm_end) + a.offset) & C.ULONG_MASK
+        raise ModelUnsupported(f"no VMA named {a.name!r} for {a.kind}:")
+
+    def fd(self, spec: FdSpec) -> int:
+        mm = self.mm
+        if spec.kind == "none":
+            return -1
+        if spec.kind == "raw":
+            return spec.raw
+        if spec.kind == "devzero":
+            return mm.open_devzero()
+        entry = self.fds.get(spec.key)
+        if entry is None:
+            size = spec.size or 0
+            if spec.kind == "memfd":
+                fd = mm.memfd_create(spec.name, size)
+            elif spec.kind == "secretmem":
+                fd = mm.memfd_secret(size)
+            else:
+                fd = mm.open_file(f"$FILES/{spec.kind}/{spec.name}", size, kind=spec.kind)
+            entry = {"rw": fd}
+            self.fds[spec.key] = entry
+        if spec.mode not in entry:
+            entry[spec.mode] = mm.reopen(entry["rw"], spec.mode)
+        return entry[spec.mode]
+
+    def snapshot_vmas(self, lo: int, hi: int, window: bool) -> list[dict[str, Any]]:
+        out = []
+        mm = self.mm
+        vmas = mm.tree.range(lo, hi) if window else list(mm.tree)
+        for v in vmas:
+            d: dict[str, Any] = {
+                "start": format_addr(v.vm_start, self.scn.window), "end": format_addr(v.vm_end, self.scn.window),
+                "len": f"{v.vm_end - v.vm_start:#x}", "perms": perms(v), "pgoff": f"{maps_offset(v):#x}",
+                "name": vma_name(mm, v), "rss_kb": mm.rss_pages(v) * 4, "vmflags": C.vmflags_str(v.vm_flags),
+            }
+            if v.vm_flags & C.VM_LOCKED:
+                lk = mm.pss_bytes(v) >> 10
+                if lk:
+                    d["locked_kb"] = lk
+            d["maps"] = maps_line(mm, v)
+            out.append(d)
+        return out
+
+    # -- ops --------------------------------------------------------------------------------------------
+    def _ret(self, r: int, is_addr: bool = False) -> dict[str, Any]:
+        if r < 0:
+            return {"ret": -1, "errno": C.ERRNO_NAMES.get(-r, str(-r))}
+        return {"ret": format_addr(r, self.scn.window) if is_addr else r, "errno": None}
+
+    def do(self, op: Op, first_addr_shift: int = 0) -> dict[str, Any]:
+        p = op.p
+        mm = self.mm
+        name = op.op
+        if name not in MODEL_OPS:
+            raise ModelUnsupported(f"op {name!r} is not supported by the model yet")
+
+        def a(key: str) -> int:
+            return (self.addr(p[key]) + first_addr_shift) & C.ULONG_MASK
+
+        if name == "mmap":
+            fd = self.fd(p.get("fd", FdSpec("none")))
+            r = mm.sys_mmap(a("addr"), p["len"], p["prot"], p["flags"], fd, p.get("offset", 0))
+            return self._ret(r, True)
+        if name == "munmap":
+            return self._ret(mm.sys_munmap(a("addr"), p["len"]))
+        if name == "mprotect":
+            return self._ret(mm.sys_mprotect(a("addr"), p["len"], p["prot"]))
+        if name == "touch":
+            try:
+                v = mm.touch(a("addr"), p["write"], p.get("value", 1))
+            except Fault as f:
+                return {"ret": -1, "errno": None, "signal": f.signal}
+            res: dict[str, Any] = {"ret": 0, "errno": None}
+            if not p["write"]:
+                res["value"] = v
+            return res
+        if name == "vma_count":
+            return {"ret": mm.map_count, "errno": None}
+        if name == "setrlimit":
+            res_id = p["resource"]
+            cur, mx = mm.rlimits.get(res_id, (C.RLIM_INFINITY, C.RLIM_INFINITY))
+            new_max = p.get("max", mx)
+            if p["value"] > new_max:
+                return self._ret(-errno.EINVAL)
+            mm.rlimits[res_id] = (p["value"], new_max)
+            return self._ret(0)
+        if name == "ftruncate":
+            fd = self.fd(p["fd"])
+            try:
+                mm.ftruncate(fd, p["len"])
+            except OSError as e:
+                return self._ret(-(e.errno or errno.EINVAL))
+            return self._ret(0)
+        if name == "repeat":
+            body: Op = p["body"]
+            done = 0
+            err = None
+            for i in range(p["count"]):
+                r = self.do(body, i * p["step"])
+                if r["ret"] == -1:
+                    err = r.get("errno") or r.get("signal")
+                    break
+                done += 1
+            return {"ret": done, "errno": err, "failed_at": done if err is not None else None}
+        if name == "snapshot":
+            if "range" in p:
+                lo, hi = self.addr(p["range"][0]), self.addr(p["range"][1])
+                return {"ret": 0, "errno": None, "vmas": self.snapshot_vmas(lo, hi, True)}
+            return {"ret": 0, "errno": None,
+                    "vmas": self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)}
+        raise ModelUnsupported(f"op {name!r} is not supported by the model yet")  # pragma: no cover
+
+    def run(self) -> dict[str, Any]:
+        results = []
+        for op in self.scn.ops:
+            res = {"op": op.op, "args": op.args}
+            res.update(self.do(op))
+            if op.note is not None:
+                res["note"] = op.note
+            if self.validate:
+                self.mm.validate()
+            results.append(res)
+        return {"name": self.scn.name, "description": self.scn.description,
+                "env": {"kernel": "model-" + self.mm.kernel, "machine": "x86_64", "base": f"{BASE:#x}",
+                        "window": self.scn.window},
+                "results": results}
+
+
+def check_supported(scn: Scenario) -> None:
+    """Raise :class:`ModelUnsupported` naming the first op the model cannot run."""
+    for op in scn.iter_ops():
+        if op.op not in MODEL_OPS:
+            raise ModelUnsupported(f"op {op.op!r} is not supported by the model yet")
+
+
+def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool = False,
+                 trace: bool = False) -> dict[str, Any]:
+    """Run a scenario on a fresh model and return the result object of the scenario format."""
+    check_supported(scn)
+    return ModelRunner(scn, initial_maps, validate, trace).run()

@@ -1,0 +1,240 @@
+"""Files, inodes and the file operations the mmap path calls.
+
+Models ``struct inode`` (size, page cache, device/inode numbers for ``/proc/pid/maps``), ``struct file``
+(open mode, ``f_op``, the path shown in maps, a reference count) and ``struct file_operations`` /
+``struct vm_operations_struct`` as Python classes with the kernel's hook names.  The built-in kinds are the
+ones the scenario format names: shmem (memfd, tmpfs files, shared ``/dev/zero``), ext4-like page-cache
+files ("disk"), ``/dev/zero`` and secretmem.  Driver authors subclass :class:`FileOperations` and
+:class:`VmOperations`.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .constants import (PAGE_SHIFT, PAGE_SIZE, VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED)
+from .pagetable import FILE, Page
+
+if TYPE_CHECKING:
+    from .mm import MM
+    from .vma import VMA
+
+FMODE_READ = 0x1
+FMODE_WRITE = 0x2
+
+S_IFREG = 0o100000
+S_IFCHR = 0o020000
+
+SHMEM_DEV = (0, 1)
+
+
+@dataclass(eq=False)
+class Inode:
+    """Models ``struct inode`` plus its ``address_space`` (page cache: pgoff -> Page)."""
+
+    ino: int
+    dev: tuple[int, int]
+    mode: int = S_IFREG
+    size: int = 0
+    pages: dict[int, Page] = field(default_factory=dict)
+    noexec: bool = False  # lives on a noexec mount (path_noexec())
+
+    def npages(self) -> int:
+        """Pages inside i_size (a fault at or beyond this page index is SIGBUS)."""
+        return (self.size + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+    def cache_page(self, pgoff: int) -> Page:
+        """Find or create the page-cache page at ``pgoff`` (zero-filled)."""
+        p = self.pages.get(pgoff)
+        if p is None:
+            p = Page(FILE)
+            self.pages[pgoff] = p
+        return p
+
+    def truncate(self, size: int) -> None:
+        """Set i_size; pages wholly beyond the new size leave the page cache."""
+        self.size = size
+        limit = self.npages()
+        for k in [k for k in self.pages if k >= limit]:
+            del self.pages[k]
+        tail = size & (PAGE_SIZE - 1)
+        if tail and (size >> PAGE_SHIFT) in self.pages:
+            pg = self.pages[size >> PAGE_SHIFT]
+            for off in [o for o in pg.data if o >= tail]:
+                del pg.data[off]
+
+
+class VmOperations:
+    """Models ``struct vm_operations_struct``.  ``None``-valued hooks are absent, as NULL in C."""
+
+    #: vm_ops->close: present means merges may not remove such a VMA.
+    has_close: bool = False
+
+    def name(self, vma: VMA) -> str | None:  # noqa: ARG002
+        """vm_ops->name(): the maps name of special mappings, or None."""
+        return None
+
+    def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
+        """vm_ops->may_split(): 0 or -errno."""
+        return 0
+
+    def close(self, vma: VMA) -> None:
+        """vm_ops->close()."""
+
+    def open(self, vma: VMA) -> None:
+        """vm_ops->open(): called for the new VMA of a split or a fork."""
+
+
+class GenericFileVmOps(VmOperations):
+    """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around)."""
+
+
+class ShmemVmOps(VmOperations):
+    """Models mm/shmem.c: shmem_vm_ops / shmem_anon_vm_ops."""
+
+
+class SecretmemVmOps(VmOperations):
+    """Models mm/secretmem.c: secretmem_vm_ops."""
+
+
+class SpecialMappingOps(VmOperations):
+    """Models mm/vma.c: special_mapping_vmops ([vvar], [vdso], ...): named, cannot be split."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    has_close = True
+
+    def name(self, vma: VMA) -> str | None:  # noqa: ARG002
+        return self.label
+
+    def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
+        return -errno.EINVAL
+
+
+@dataclass
+class VmAreaDesc:
+    """Models ``struct vm_area_desc`` as Linux 6.18 has it (no ``action`` yet)."""
+
+    mm: MM
+    file: File
+    start: int
+    end: int
+    pgoff: int
+    vm_file: File | None
+    vm_flags: int
+    page_prot: int = 0
+    vm_ops: VmOperations | None = None
+    private_data: Any = None
+
+
+class FileOperations:
+    """Models ``struct file_operations``: the hooks the mmap path consults.
+
+    ``get_unmapped_area`` is one of ``None`` (the mm's default), ``"thp"`` (thp_get_unmapped_area),
+    ``"shmem"`` (shmem_get_unmapped_area) or ``"zero"`` (/dev/zero's).  Exactly one of :meth:`mmap`
+    (legacy) or :meth:`mmap_prepare` should be implemented, as ``can_mmap_file()`` requires.
+    """
+
+    get_unmapped_area: str | None = None
+    mmap_supported_flags: int = 0
+    has_mmap: bool = False
+    has_mmap_prepare: bool = False
+    #: how page faults on this file behave: "shmem" (allocate on fault, no readahead) or "filemap"
+    fault_style: str = "filemap"
+
+    def mmap(self, file: File, vma: VMA) -> int:  # noqa: ARG002
+        """Legacy f_op->mmap(): returns 0 or -errno; may change the VMA."""
+        return -errno.ENODEV
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:  # noqa: ARG002
+        """f_op->mmap_prepare(): returns 0 or -errno; may change the mutable desc fields."""
+        return -errno.ENODEV
+
+
+class ShmemFileOps(FileOperations):
+    """Models mm/shmem.c: shmem_file_operations (legacy ->mmap in 6.18)."""
+
+    get_unmapped_area = "shmem"
+    has_mmap = True
+    fault_style = "shmem"
+
+    def mmap(self, file: File, vma: VMA) -> int:
+        vma.vm_ops = SHMEM_VM_OPS
+        return 0
+
+
+class RegularFileOps(FileOperations):
+    """Models an ext4 regular file in 6.18: ``ext4_file_mmap_prepare`` and thp_get_unmapped_area."""
+
+    get_unmapped_area = "thp"
+    has_mmap_prepare = True
+    fault_style = "filemap"
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        desc.vm_ops = GENERIC_FILE_VM_OPS
+        return 0
+
+
+class DevZeroOps(FileOperations):
+    """Models drivers/char/mem.c: /dev/zero's mmap_zero() (legacy) and get_unmapped_area_zero()."""
+
+    get_unmapped_area = "zero"
+    has_mmap = True
+
+    def mmap(self, file: File, vma: VMA) -> int:
+        if vma.vm_flags & VM_SHARED:
+            # shmem_zero_setup(): the VMA gets a new shmem file of its own.
+            mm = file.owner
+            assert mm is not None
+            shm = mm.new_shmem_file("/dev/zero", vma.vm_end - vma.vm_start, deleted=True)
+            vma.vm_file = shm
+            vma.vm_ops = SHMEM_VM_OPS
+            return 0
+        vma.vm_ops = None  # vma_set_anonymous(): private /dev/zero is anonymous memory
+        return 0
+
+
+class SecretmemOps(FileOperations):
+    """Models mm/secretmem.c: secretmem_mmap_prepare() (6.18)."""
+
+    get_unmapped_area = None
+    has_mmap_prepare = True
+    fault_style = "shmem"
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        if not desc.vm_flags & (VM_SHARED | VM_MAYSHARE):
+            return -errno.EINVAL
+        if not desc.mm.mlock_future_ok(desc.vm_flags | VM_LOCKED, desc.end - desc.start):
+            return -errno.EAGAIN
+        desc.vm_flags |= VM_LOCKED | VM_DONTDUMP
+        desc.vm_ops = SECRETMEM_VM_OPS
+        return 0
+
+
+SHMEM_VM_OPS = ShmemVmOps()
+GENERIC_FILE_VM_OPS = GenericFileVmOps()
+SECRETMEM_VM_OPS = SecretmemVmOps()
+
+
+class File:
+    """Models ``struct file``: an open description of an inode."""
+
+    def __init__(self, inode: Inode, f_op: FileOperations, path: str, f_mode: int = FMODE_READ | FMODE_WRITE,
+                 deleted: bool = False, owner: MM | None = None) -> None:
+        self.inode = inode
+        self.f_op = f_op
+        self.path = path
+        self.f_mode = f_mode
+        self.deleted = deleted
+        self.refcount = 1
+        self.owner = owner
+
+    @property
+    def display_path(self) -> str:
+        return self.path + (" (deleted)" if self.deleted else "")
+
+    def __repr__(self) -> str:
+        return f"File({self.display_path!r}, ino={self.inode.ino})"

@@ -1,0 +1,242 @@
+"""Address-space layout: ``mmap_base`` and ``get_unmapped_area``.
+
+Models arch/x86/mm/mmap.c (mmap_base, arch_pick_mmap_layout), arch/x86/kernel/sys_x86_64.c
+(arch_get_unmapped_area[_topdown]), mm/vma.c (unmapped_area[_topdown]), mm/mmap.c (__get_unmapped_area,
+round_hint_to_min) and mm/huge_memory.c (__thp_get_unmapped_area).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from .constants import (MAP_32BIT, MAP_ABOVE4G, MAP_FIXED, MAP_SHARED, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE,
+                        PMD_SIZE, STACK_GUARD_GAP, TASK_SIZE, ULONG_MASK, VM_GROWSDOWN, VM_SHADOW_STACK,
+                        page_align)
+
+if TYPE_CHECKING:
+    from .files import File
+    from .mm import MM
+
+MIN_GAP = 128 << 20
+STACK_RND_MASK = 0x3FFFFF  # x86-64: 22 bits of stack randomisation (pages)
+TASK_UNMAPPED_BASE = page_align(TASK_SIZE // 3)
+SZ_4G = 1 << 32
+
+
+def mmap_base(rlimit_stack: int, rnd: int = 0, randomize: bool = False, task_size: int = TASK_SIZE) -> int:
+    """Models arch/x86/mm/mmap.c: mmap_base() — the top of the top-down mmap area.
+
+    ``rlimit_stack`` is RLIMIT_STACK's soft value (``RLIM_INFINITY`` for unlimited), ``rnd`` the page-aligned
+    random offset (0 with ADDR_NO_RANDOMIZE)."""
+    pad = STACK_GUARD_GAP + ((STACK_RND_MASK << PAGE_SHIFT) if randomize else 0)
+    gap = rlimit_stack & ULONG_MASK
+    if ((gap + pad) & ULONG_MASK) > gap:
+        gap += pad
+    gap_max = task_size // 6 * 5
+    gap = max(MIN_GAP, min(gap, gap_max))
+    return page_align(task_size - gap - rnd)
+
+
+def round_hint_to_min(hint: int, mmap_min_addr: int) -> int:
+    """Models mm/mmap.c: round_hint_to_min()."""
+    hint &= PAGE_MASK
+    if hint and hint < mmap_min_addr:
+        return page_align(mmap_min_addr)
+    return hint
+
+
+def _stack_guard_placement(vm_flags: int) -> int:
+    return PAGE_SIZE if vm_flags & VM_SHADOW_STACK else 0
+
+
+def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+                          align_offset: int = 0, start_gap: int = 0) -> int:
+    """Models mm/vma.c: unmapped_area_topdown(): the highest fitting gap below ``high_limit``; returns
+    the address or ``-ENOMEM``."""
+    want = length
+    length = length + align_mask + start_gap
+    low_limit = max(low_limit, mm.mmap_min_addr)
+    tree = mm.tree
+    while True:
+        if high_limit <= low_limit or high_limit - low_limit < length:
+            return -errno.ENOMEM
+        found = None
+        # Walk holes from the top: the hole above the highest VMA below high_limit first.
+        upper = high_limit
+        nxt = tree.find(high_limit - 1)  # VMA at/after high_limit-1 (bounds the top hole)
+        hole_hi = high_limit
+        if nxt is not None and nxt.vm_start < high_limit:
+            hole_hi = nxt.vm_start
+            cursor = nxt.vm_start
+        else:
+            cursor = high_limit
+        for v in tree.iter_from_top(cursor):
+            lo = max(v.vm_end, low_limit)
+            hi = min(hole_hi, upper)
+            if hi > lo and hi - lo >= length:
+                found = (lo, hi)
+                break
+            hole_hi = v.vm_start
+            if hole_hi <= low_limit:
+                break
+        else:
+            lo = low_limit
+            hi = min(hole_hi, upper)
+            if hi > lo and hi - lo >= length:
+                found = (lo, hi)
+        if found is None:
+            return -errno.ENOMEM
+        gap_end = found[1]
+        gap = gap_end - want
+        gap -= (gap - align_offset) & align_mask
+        after = tree.find(gap_end)
+        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
+            if after.start_gap() < gap_end:
+                high_limit = after.start_gap()
+                continue
+        return gap
+
+
+def unmapped_area(mm: MM, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+                  align_offset: int = 0, start_gap: int = 0) -> int:
+    """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``."""
+    length = length + align_mask + start_gap
+    low_limit = max(low_limit, mm.mmap_min_addr)
+    tree = mm.tree
+    while True:
+        if high_limit <= low_limit or high_limit - low_limit < length:
+            return -errno.ENOMEM
+        found = None
+        prev_end = low_limit
+        for v in tree.iter_from(low_limit):
+            if v.vm_start >= high_limit:
+                break
+            if v.vm_start > prev_end and v.vm_start - prev_end >= length:
+                found = prev_end
+                break
+            prev_end = max(prev_end, v.vm_end)
+        if found is None and min(high_limit, TASK_SIZE) - prev_end >= length:
+            found = prev_end
+        if found is None:
+            return -errno.ENOMEM
+        gap = found + start_gap
+        gap += (align_offset - gap) & align_mask
+        after = tree.find(gap)
+        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
+            if after.start_gap() < gap + length - 1:
+                low_limit = after.vm_end
+                continue
+        return gap
+
+
+def _hint_ok(mm: MM, addr: int, length: int) -> bool:
+    """mmap_address_hint_valid() and the free-range check of the x86 hint path."""
+    if TASK_SIZE - length < addr:
+        return False
+    v = mm.tree.find(addr)
+    return v is None or addr + length <= v.start_gap()
+
+
+def arch_get_unmapped_area(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area() (bottom-up)."""
+    if flags & MAP_FIXED:
+        return addr
+    if flags & MAP_32BIT:
+        begin, end = 0x40000000, 0x80000000
+    else:
+        begin, end = mm.mmap_legacy_base, TASK_SIZE
+    if length > end:
+        return -errno.ENOMEM
+    if addr:
+        addr = page_align(addr)
+        if end - length >= addr and _hint_ok(mm, addr, length):
+            return addr
+    low = SZ_4G if flags & MAP_ABOVE4G and begin < SZ_4G else begin
+    return unmapped_area(mm, length, low, end, start_gap=_stack_guard_placement(vm_flags))
+
+
+def arch_get_unmapped_area_topdown(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown()."""
+    if length > TASK_SIZE:
+        return -errno.ENOMEM
+    if flags & MAP_FIXED:
+        return addr
+    if not (flags & MAP_32BIT):
+        if addr:
+            addr &= PAGE_MASK
+            if _hint_ok(mm, addr, length):
+                return addr
+        low = SZ_4G if flags & MAP_ABOVE4G else PAGE_SIZE
+        got = unmapped_area_topdown(mm, length, low, mm.mmap_base, start_gap=_stack_guard_placement(vm_flags))
+        if got >= 0:
+            return got
+    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
+
+
+def mm_get_unmapped_area(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+    """Models mm/mmap.c: mm_get_unmapped_area_vmflags()."""
+    if mm.topdown:
+        return arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
+    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
+
+
+def thp_get_unmapped_area(mm: MM, addr: int, length: int, off: int, flags: int, vm_flags: int) -> int:
+    """Models mm/huge_memory.c: __thp_get_unmapped_area() (0 means "not aligned, use the default")."""
+    size = PMD_SIZE
+    off_end = off + length
+    off_align = (off + size - 1) // size * size
+    if off_end <= off_align or off_end - off_align < size:
+        return 0
+    len_pad = length + size
+    if len_pad < length:
+        return 0
+    ret = mm_get_unmapped_area(mm, addr, len_pad, flags, vm_flags)
+    if ret < 0:
+        return 0
+    if ret == addr:
+        return addr
+    off_sub = (off - ret) & (size - 1)
+    if mm.topdown and not off_sub:
+        return ret + size
+    return ret + off_sub
+
+
+def get_unmapped_area(mm: MM, file: File | None, addr: int, length: int, pgoff: int, flags: int,
+                      vm_flags: int) -> int:
+    """Models mm/mmap.c: __get_unmapped_area(): returns the address or -errno."""
+    if length > TASK_SIZE:
+        return -errno.ENOMEM
+    style: str | None = None
+    if file is not None:
+        style = file.f_op.get_unmapped_area
+        if style == "zero":
+            style = "shmem" if flags & MAP_SHARED else "thp"
+    elif flags & MAP_SHARED:
+        pgoff = 0
+        style = "shmem"
+    if file is None:
+        pgoff = 0
+    if style == "thp":
+        got = thp_get_unmapped_area(mm, addr, length, pgoff << PAGE_SHIFT, flags, vm_flags)
+        if not got:
+            got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
+    elif style is not None:
+        # shmem_get_unmapped_area() with shmem THP "never": the default placement.
+        got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
+    elif file is None and not addr and length % PMD_SIZE == 0:
+        got = thp_get_unmapped_area(mm, addr, length, 0, flags, vm_flags)
+        if not got:
+            got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
+    else:
+        got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
+    if got < 0:
+        return got
+    if got > TASK_SIZE - length:
+        return -errno.ENOMEM
+    if got & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    # security_mmap_addr() -> cap_mmap_addr(): below dac_mmap_min_addr needs CAP_SYS_RAWIO.
+    if got < mm.dac_mmap_min_addr and not mm.cap_sys_rawio:
+        return -errno.EPERM
+    return got

@@ -1,0 +1,194 @@
+"""``/proc/pid/maps`` and ``/proc/pid/smaps`` for a model, and import of a real process's maps.
+
+Models fs/proc/task_mmu.c: show_map_vma() / show_vma_header_prefix() (byte-exact line format: hex widths,
+dev and inode columns, the name column padded to 73), get_vma_name() (file path, " (deleted)",
+vm_ops->name, ``[heap]``, ``[stack]``, ``[anon:NAME]``) and show_smap() / show_smap_vma_flags().
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .files import File, Inode, RegularFileOps, SpecialMappingOps
+from .vma import VMA
+
+if TYPE_CHECKING:
+    from .mm import MM
+
+PAD_COLUMN = 25 + 8 * 6 - 1  # seq_setwidth(m, 25 + sizeof(void *) * 6 - 1)
+
+
+def vma_name(mm: MM, vma: VMA) -> str:
+    """Models fs/proc/task_mmu.c: get_vma_name()."""
+    if vma.vm_file is not None:
+        if vma.anon_name is not None and vma.vm_ops is not None and vma.vm_file.f_op.fault_style == "shmem":
+            return f"[anon_shmem:{vma.anon_name}]"
+        return vma.vm_file.display_path
+    if vma.vm_ops is not None:
+        n = vma.vm_ops.name(vma)
+        if n is not None:
+            return n
+    if vma.special_name is not None:
+        return vma.special_name
+    if mm.start_brk and vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
+        return "[heap]"
+    if mm.start_stack and vma.vm_start <= mm.start_stack <= vma.vm_end:
+        return "[stack]"
+    if vma.anon_name is not None:
+        return f"[anon:{vma.anon_name}]"
+    return ""
+
+
+def perms(vma: VMA) -> str:
+    f = vma.vm_flags
+    return ("r" if f & C.VM_READ else "-") + ("w" if f & C.VM_WRITE else "-") + (
+        "x" if f & C.VM_EXEC else "-") + ("s" if f & C.VM_MAYSHARE else "p")
+
+
+def maps_offset(vma: VMA) -> int:
+    """The offset column: vm_pgoff << PAGE_SHIFT for file-backed VMAs, 0 for anonymous ones."""
+    return (vma.vm_pgoff << C.PAGE_SHIFT) if vma.vm_file is not None else 0
+
+
+def maps_line(mm: MM, vma: VMA) -> str:
+    """One line of /proc/pid/maps, without the newline."""
+    if vma.vm_file is not None:
+        major, minor = vma.vm_file.inode.dev
+        ino = vma.vm_file.inode.ino
+    else:
+        major = minor = ino = 0
+    head = (f"{vma.vm_start:08x}-{vma.vm_end:08x} {perms(vma)} {maps_offset(vma):08x} "
+            f"{major:02x}:{minor:02x} {ino} ")
+    name = vma_name(mm, vma)
+    if not name:
+        return head
+    return head.ljust(PAD_COLUMN) + " " + name
+
+
+def maps(mm: MM) -> str:
+    """The whole /proc/pid/maps text (the [vsyscall] gate area is appended, as the kernel does)."""
+    lines = [maps_line(mm, v) for v in mm.tree]
+    lines.append("ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + " " * (PAD_COLUMN - 55)
+                 + " [vsyscall]")
+    return "\n".join(lines) + "\n"
+
+
+def smaps_entry(mm: MM, vma: VMA) -> dict[str, int | str]:
+    """The smaps counters the model knows for one VMA (sizes in kB)."""
+    rss = mm.rss_pages(vma) * 4
+    anon = sum(1 for _, p in mm.pt.items(vma.vm_start >> 12, vma.vm_end >> 12) if p.kind == "anon") * 4
+    pss = mm.pss_bytes(vma) >> 10
+    return {"Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Pss": pss, "Anonymous": anon,
+            "Locked": pss if vma.vm_flags & C.VM_LOCKED else 0, "VmFlags": C.vmflags_str(vma.vm_flags)}
+
+
+def smaps(mm: MM) -> str:
+    """/proc/pid/smaps text (the counters the model tracks; others are printed as 0)."""
+    out: list[str] = []
+    for v in mm.tree:
+        e = smaps_entry(mm, v)
+        out.append(maps_line(mm, v))
+        for key in ("Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",
+                    "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced", "Anonymous", "KSM",
+                    "LazyFree", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb",
+                    "Private_Hugetlb", "Swap", "SwapPss", "Locked"):
+            val = e.get(key, 4 if key in ("KernelPageSize", "MMUPageSize") else 0)
+            out.append(f"{key + ':':<16}{val:>8} kB")
+        out.append(f"THPeligible:    {0:>8}")
+        out.append(f"VmFlags: {e['VmFlags']} ".rstrip(" ") + " ")
+    return "\n".join(out) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------------
+# import
+_MAPS_RE = re.compile(
+    r"^([0-9a-f]+)-([0-9a-f]+) ([r-])([w-])([x-])([sp]) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$")
+
+SPECIAL_FLAGS = {
+    "[vvar]": C.parse_vmflags("rd mr pf io de dd"),
+    "[vvar_vclock]": C.parse_vmflags("rd mr pf io de dd"),
+    "[vdso]": C.parse_vmflags("rd ex mr mw me de"),
+}
+
+
+class MapsFormatError(ValueError):
+    """A line of a maps text could not be parsed."""
+
+
+def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> None:
+    """Load the VMAs of a real process's ``/proc/pid/maps`` text into an empty ``mm``.
+
+    Flags come from ``vmflags`` (start address -> smaps VmFlags) where given, else from the perms
+    column (private writable gets ``ac``, special mappings get the kernel's flags).  Files become
+    read-only regular files identified by (dev, inode); ``[heap]`` and ``[stack]`` set the mm's brk
+    and stack fields.  The ``[vsyscall]`` gate area is not a VMA and is skipped.
+    """
+    if len(mm.tree):
+        raise ValueError("import_maps needs an empty MM")
+    files: dict[tuple[str, int, int, int], File] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\n")
+        if not line.strip():
+            continue
+        m = _MAPS_RE.match(line)
+        if not m:
+            raise MapsFormatError(f"maps line {n}: cannot parse {line!r}")
+        start, end = int(m.group(1), 16), int(m.group(2), 16)
+        r, w, x, s = m.group(3, 4, 5, 6)
+        off = int(m.group(7), 16)
+        major, minor, ino = int(m.group(8), 16), int(m.group(9), 16), int(m.group(10))
+        name = m.group(11).strip()
+        if name == "[vsyscall]" or start >= C.TASK_SIZE + C.PAGE_SIZE:
+            continue
+        if start >= end or start & 0xFFF or end & 0xFFF or end > C.TASK_SIZE:
+            raise MapsFormatError(f"maps line {n}: bad range {line!r}")
+        flags = (C.VM_READ if r == "r" else 0) | (C.VM_WRITE if w == "w" else 0) | (C.VM_EXEC if x == "x" else 0)
+        flags |= C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
+        if s == "s":
+            flags |= C.VM_SHARED | C.VM_MAYSHARE
+        if vmflags is not None and start in vmflags:
+            flags = C.parse_vmflags(vmflags[start])
+        elif name in SPECIAL_FLAGS:
+            flags = SPECIAL_FLAGS[name]
+        elif name == "[stack]":
+            flags |= C.VM_GROWSDOWN | C.VM_ACCOUNT
+        elif s == "p" and w == "w":
+            flags |= C.VM_ACCOUNT
+        v = VMA(start, end, flags, off >> C.PAGE_SHIFT if ino or name.startswith("/") else start >> C.PAGE_SHIFT)
+        if name in SPECIAL_FLAGS:
+            v.vm_ops = SpecialMappingOps(name)
+            v.vm_pgoff = 0
+        elif name.startswith("/") and (ino or major or minor):
+            key = (name, major, minor, ino)
+            f = files.get(key)
+            if f is None:
+                path, deleted = (name[:-10], True) if name.endswith(" (deleted)") else (name, False)
+                inode = Inode(ino, (major, minor), size=1 << 40)
+                f = File(inode, RegularFileOps(), path, deleted=deleted, owner=mm)
+                files[key] = f
+            v.vm_file = f
+            f.refcount += 1
+            from .files import GENERIC_FILE_VM_OPS
+            v.vm_ops = GENERIC_FILE_VM_OPS
+        elif name == "[heap]":
+            mm.start_brk = start
+            mm.brk = end
+        elif name == "[stack]":
+            mm.start_stack = end - 8
+        elif name.startswith("[anon:") and name.endswith("]"):
+            v.anon_name = name[6:-1]
+        elif name and not name.startswith("["):
+            raise MapsFormatError(f"maps line {n}: unsupported name {name!r}")
+        elif name.startswith("[") and name not in ("[heap]", "[stack]"):
+            v.special_name = name
+        prev = mm.tree.last()
+        if prev is not None and prev.vm_end > start:
+            raise MapsFormatError(f"maps line {n}: overlaps or is out of order")
+        mm.tree.insert(v)
+        mm.vm_stat_account(v.vm_flags, v.pages)
+        if v.vm_flags & C.VM_LOCKED:
+            mm.locked_vm += v.pages
+        if v.vm_flags & C.VM_ACCOUNT:
+            mm.committed += v.pages
