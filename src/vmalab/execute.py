@@ -166,20 +166,23 @@ class ModelRunner:
         if name == "repeat":
             body: Op = p["body"]
             done = 0
-            err = None
+            failed: dict[str, Any] | None = None
             for i in range(p["count"]):
                 r = self.do(body, i * p["step"])
                 if r["ret"] == -1:
-                    err = r.get("errno") or r.get("signal")
+                    failed = r
                     break
                 done += 1
-            return {"ret": done, "errno": err, "failed_at": done if err is not None else None}
+            out: dict[str, Any] = {"ret": done, "errno": failed.get("errno") if failed else None,
+                                   "failed_at": done if failed is not None else None}
+            if failed is not None and failed.get("signal"):
+                out["signal"] = failed["signal"]
+            return out
         if name == "snapshot":
             if "range" in p:
                 lo, hi = self.addr(p["range"][0]), self.addr(p["range"][1])
-                return {"ret": 0, "errno": None, "vmas": self.snapshot_vmas(lo, hi, True)}
-            return {"ret": 0, "errno": None,
-                    "vmas": self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)}
+                return {"vmas": self.snapshot_vmas(lo, hi, True)}
+            return {"vmas": self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)}
         raise ModelUnsupported(f"op {name!r} is not supported by the model yet")  # pragma: no cover
 
     def run(self) -> dict[str, Any]:

@@ -162,6 +162,8 @@ def parse_fd(value: Any, what: str = "fd") -> FdSpec:
     mode = "rw"
     if len(parts) > 3:
         raise ScenarioError(f"{what}: too many fields in {value!r}")
+    if len(parts) == 2 and parts[1] in ("ro", "wo"):
+        parts = [name, "", parts[1]]  # "memfd:NAME:ro" — a bare mode in the size position
     if len(parts) >= 2 and parts[1] != "":
         size = parse_size(parts[1], what)
         if size < 0:

@@ -113,16 +113,17 @@ def ensure_runner() -> str:
         return _runner_path
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".runner-{digest}-", dir=cache)
+        os.close(fd)
     except OSError as e:
-        raise KernelRunnerError(f"cannot create cache directory {cache}: {e.strerror or e}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".runner-{digest}-", dir=cache)
-    os.close(fd)
+        raise KernelRunnerError(f"cannot write to the cache directory {cache}: {e.strerror or e}") from None
     try:
         errors: list[str] = []
         for static in (True, False):
-            cmd = [cc, *CFLAGS, *(["-static"] if static else []), "-o", tmp, str(RUNNER_SOURCE)]
+            # compile the bytes that were hashed (from stdin), so the name always matches the binary
+            cmd = [cc, *CFLAGS, *(["-static"] if static else []), "-o", tmp, "-x", "c", "-"]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                proc = subprocess.run(cmd, input=source, capture_output=True, timeout=300)
             except (OSError, subprocess.SubprocessError) as e:
                 raise KernelRunnerError(f"cannot run the C compiler {cc!r}: {e}") from None
             if proc.returncode == 0:
@@ -131,7 +132,8 @@ def ensure_runner() -> str:
                 _runner_path = str(target)
                 _runner_static = static
                 return _runner_path
-            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.splitlines()
+            stderr = proc.stderr.decode("utf-8", "replace")
+            lines = [ln for ln in stderr.splitlines() if "error" in ln] or stderr.splitlines()
             errors.append(lines[0] if lines else f"exit status {proc.returncode}")
         raise KernelRunnerError(f"cannot compile {RUNNER_SOURCE.name}: {errors[-1]}")
     finally:

@@ -150,8 +150,7 @@ static void out_hex(uint64_t v)
 	out_mem(t + i, (size_t)(20 - i));
 }
 
-/* A fatal error after the program was read: one "err" record, exit status 2. */
-static void fatal3(const char *a, const char *b, const char *c)
+static void err_begin(void)
 {
 	out_flush();
 	out_str("err ");
@@ -160,6 +159,12 @@ static void fatal3(const char *a, const char *b, const char *c)
 		out_i64(cur_op);
 		out_str(": ");
 	}
+}
+
+/* A fatal error after the program was read: one "err" record, exit status 2. */
+static void fatal3(const char *a, const char *b, const char *c)
+{
+	err_begin();
 	out_str(a);
 	if (b)
 		out_str(b);
@@ -177,8 +182,7 @@ static void fatal(const char *a)
 
 static void fatal_errno(const char *a, const char *b, int err)
 {
-	out_flush();
-	out_str("err ");
+	err_begin();
 	out_str(a);
 	if (b)
 		out_str(b);

@@ -1,0 +1,197 @@
+"""The ``vmalab`` command line: run, diff, maps and demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .execute import ModelUnsupported, run_on_model
+from .scenario import ScenarioError, compare_results, load_scenario, parse_scenario, vma_line
+
+
+class CliError(click.ClickException):
+    """A one-line error: printed as ``vmalab: error: ...`` with exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vmalab: error: {self.message}", err=True)
+
+
+def _fmt_args(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items() if k != "body")
+
+
+def print_result(result: dict[str, Any], out: Any = None) -> None:
+    """Print a result object for a person: one line per op, snapshots as VMA lines."""
+    w = out or sys.stdout
+    env = result.get("env", {})
+    print(f"# {result.get('name')}  ({env.get('kernel', '?')}, window={env.get('window')})", file=w)
+    for i, r in enumerate(result["results"]):
+        if r.get("errno"):
+            ret = f"-1 {r['errno']}"
+        elif r.get("signal"):
+            ret = f"-1 {r['signal']}"
+        else:
+            ret = str(r.get("ret"))
+        extra = ""
+        if "value" in r:
+            extra += f" value={r['value']}"
+        if "vec" in r:
+            extra += f" vec={r['vec']}"
+        if r.get("failed_at") is not None:
+            extra += f" failed_at={r['failed_at']}"
+        note = f"   # {r['note']}" if r.get("note") else ""
+        print(f"{i:3d} {r['op']:<10} {_fmt_args(r.get('args', {}))} -> {ret}{extra}{note}", file=w)
+        for v in r.get("vmas", []) or []:
+            print(f"      {vma_line(v)}", file=w)
+        if r.get("child"):
+            for v in r["child"].get("vmas", []):
+                print(f"      child: {vma_line(v)}", file=w)
+            for rd in r["child"].get("reads", []):
+                print(f"      child read {rd}", file=w)
+
+
+def _load(path: str) -> Any:
+    try:
+        return load_scenario(path)
+    except ScenarioError as e:
+        raise CliError(str(e)) from None
+
+
+def _kernel_run(scn: Any) -> dict[str, Any]:
+    try:
+        from .oracle.kernel import KernelRunnerError, run_on_kernel
+    except ImportError as e:  # pragma: no cover
+        raise CliError(f"live-kernel runner unavailable: {e}") from None
+    try:
+        return run_on_kernel(scn)
+    except KernelRunnerError as e:
+        raise CliError(f"live kernel: {e}") from None
+
+
+def _model_run(scn: Any, initial_maps: str | None = None, trace: bool = False) -> dict[str, Any]:
+    try:
+        return run_on_model(scn, initial_maps=initial_maps, validate=True, trace=trace)
+    except ModelUnsupported as e:
+        raise CliError(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmalab")
+def main() -> None:
+    """vmalab: an executable, Linux-faithful model of a process address space."""
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result object of the scenario format.")
+@click.option("--kernel", is_flag=True, help="Run on this machine's live kernel instead of the model.")
+@click.option("--trace", is_flag=True, help="Print the model's trace events after the results.")
+def run(scenario: str, as_json: bool, kernel: bool, trace: bool) -> None:
+    """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
+    scn = _load(scenario)
+    if kernel:
+        result = _kernel_run(scn)
+    else:
+        from .execute import ModelRunner, check_supported
+        try:
+            check_supported(scn)
+            runner = ModelRunner(scn, validate=True, trace=trace)
+            result = runner.run()
+        except ModelUnsupported as e:
+            raise CliError(str(e)) from None
+    if as_json:
+        result.get("env", {}).pop("initial_maps", None) if not kernel else None
+        click.echo(json.dumps(result, indent=1))
+        return
+    print_result(result)
+    if not kernel:
+        from .procfs import maps
+        click.echo("# final /proc/self/maps (model)")
+        click.echo(maps(runner.mm), nl=False)
+        if trace:
+            click.echo("# trace")
+            for ev in runner.mm.trace:
+                click.echo(f"  {ev}")
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.option("--expected", type=click.Path(dir_okay=False),
+              help="Compare with a recorded kernel result instead of running the live kernel.")
+def diff(scenario: str, as_json: bool, expected: str | None) -> None:
+    """Run SCENARIO.json on the live kernel and on the model; exit 1 on any divergence."""
+    scn = _load(scenario)
+    if expected:
+        try:
+            with open(expected, encoding="utf-8") as f:
+                kres = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise CliError(f"{expected}: {e}") from None
+    else:
+        kres = _kernel_run(scn)
+    mres = _model_run(scn, initial_maps=kres.get("env", {}).get("initial_maps"))
+    diffs = compare_results(kres, mres)
+    if as_json:
+        click.echo(json.dumps({"name": scn.name, "agree": not diffs, "differences": diffs}, indent=1))
+    else:
+        if diffs:
+            click.echo(f"{scn.name}: DIVERGES ({len(diffs)} differences); first:")
+            click.echo(f"  {diffs[0]}")
+            for d in diffs[1:10]:
+                click.echo(f"  {d}")
+        else:
+            click.echo(f"{scn.name}: agrees ({len(kres['results'])} ops)")
+    if diffs:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("scenarios", type=click.Path(dir_okay=False), nargs=-1, required=True)
+def record(scenarios: tuple[str, ...]) -> None:
+    """Run each SCENARIO.json on the live kernel and write NAME.kernel.json beside it."""
+    for path in scenarios:
+        scn = _load(path)
+        res = _kernel_run(scn)
+        out = recording_path(path)
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+        click.echo(f"recorded {out} ({res.get('env', {}).get('kernel')})")
+
+
+def recording_path(scenario_path: str) -> str:
+    """Where the kernel's recorded result of a scenario lives: NAME.kernel.json beside NAME.json."""
+    base = scenario_path[:-5] if scenario_path.endswith(".json") else scenario_path
+    return base + ".kernel.json"
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False), required=False)
+@click.option("--smaps", is_flag=True, help="Print smaps instead of maps.")
+def maps(scenario: str | None, smaps: bool) -> None:
+    """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process)."""
+    from .execute import ModelRunner, check_supported
+    from .procfs import maps as maps_text
+    from .procfs import smaps as smaps_text
+    scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
+    try:
+        check_supported(scn)
+        runner = ModelRunner(scn, validate=True)
+        runner.run()
+    except ModelUnsupported as e:
+        raise CliError(str(e)) from None
+    click.echo((smaps_text if smaps else maps_text)(runner.mm), nl=False)
+
+
+@main.command()
+def demo() -> None:
+    """A guided tour: placement, a split, a merge, an anon_vma that blocks a merge, and errnos."""
+    from .demo import run_demo
+    run_demo()
