@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from sortedcontainers import SortedDict
+from bisect import bisect_left, bisect_right
+
+from sortedcontainers import SortedList
 
 from .constants import PAGE_SHIFT, VM_GROWSDOWN, STACK_GUARD_GAP
 
@@ -99,50 +101,85 @@ class VMA:
 class VmaTree:
     """The mm's VMA tree (models the maple tree ``mm->mm_mt``): VMAs ordered by ``vm_start``.
 
-    All lookups are O(log n) (a ``SortedDict`` keyed by ``vm_start``).  The tree does not check overlap on
-    insert; :meth:`vmalab.mm.MM.validate` does.
+    Keys live in a ``sortedcontainers.SortedList`` (a list of sorted sublists with their maxima), VMAs in
+    a dict keyed by ``vm_start``.  Neighbour lookups bisect the sublist maxima and then one sublist, so
+    every lookup, insert and erase is O(log n) without positional indexing.  The tree does not check
+    overlap on insert; :meth:`vmalab.mm.MM.validate` does.
     """
 
-    __slots__ = ("_d", "_keys")
+    __slots__ = ("_sl", "_by_start")
 
     def __init__(self) -> None:
-        self._d: SortedDict = SortedDict()
-        self._keys = self._d.keys()
+        self._sl = SortedList()
+        self._by_start: dict[int, VMA] = {}
 
     def __len__(self) -> int:
-        return len(self._d)
+        return len(self._by_start)
 
     def __iter__(self) -> Iterator[VMA]:
-        return iter(self._d.values())
+        d = self._by_start
+        return (d[k] for k in list(self._sl))
 
+    # -- key helpers on the SortedList's sublists ------------------------------------------------------
+    def _floor(self, key: int) -> int | None:
+        """The largest start <= key."""
+        maxes = self._sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, key)
+        if pos == len(maxes):
+            return maxes[-1]  # type: ignore[no-any-return]
+        sub = self._sl._lists[pos]
+        idx = bisect_right(sub, key)
+        if idx:
+            return sub[idx - 1]  # type: ignore[no-any-return]
+        return maxes[pos - 1] if pos else None
+
+    def _lower(self, key: int) -> int | None:
+        """The largest start < key."""
+        return self._floor(key - 1)
+
+    def _ceil(self, key: int) -> int | None:
+        """The smallest start >= key."""
+        maxes = self._sl._maxes
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):
+            return None
+        sub = self._sl._lists[pos]
+        return sub[bisect_left(sub, key)]  # type: ignore[no-any-return]
+
+    # -- API ---------------------------------------------------------------------------------------------
     def insert(self, vma: VMA) -> None:
-        self._d[vma.vm_start] = vma
+        self._sl.add(vma.vm_start)
+        self._by_start[vma.vm_start] = vma
 
     def erase(self, vma: VMA) -> None:
-        del self._d[vma.vm_start]
+        del self._by_start[vma.vm_start]
+        self._sl.remove(vma.vm_start)
 
     def rekey(self, vma: VMA, old_start: int) -> None:
         """Call after changing ``vma.vm_start`` of a VMA that is in the tree."""
         if old_start != vma.vm_start:
-            del self._d[old_start]
-            self._d[vma.vm_start] = vma
+            del self._by_start[old_start]
+            self._sl.remove(old_start)
+            self._sl.add(vma.vm_start)
+            self._by_start[vma.vm_start] = vma
 
     def find(self, addr: int) -> VMA | None:
         """find_vma(): the first VMA with ``vm_end > addr``."""
-        i = self._d.bisect_right(addr)
-        if i:
-            v: VMA = self._d[self._keys[i - 1]]
+        k = self._floor(addr)
+        if k is not None:
+            v = self._by_start[k]
             if v.vm_end > addr:
                 return v
-        if i < len(self._keys):
-            return self._d[self._keys[i]]  # type: ignore[no-any-return]
-        return None
+        k = self._ceil(addr + 1)
+        return None if k is None else self._by_start[k]
 
     def lookup(self, addr: int) -> VMA | None:
         """vma_lookup(): the VMA containing ``addr``."""
-        i = self._d.bisect_right(addr)
-        if i:
-            v: VMA = self._d[self._keys[i - 1]]
+        k = self._floor(addr)
+        if k is not None:
+            v = self._by_start[k]
             if v.vm_end > addr:
                 return v
         return None
@@ -155,69 +192,56 @@ class VmaTree:
         return None
 
     def prev(self, vma_or_addr: VMA | int) -> VMA | None:
-        """The VMA ending at or before the given VMA's start (or address)."""
+        """The last VMA that starts before the given VMA (or address) and does not contain the address."""
         addr = vma_or_addr.vm_start if isinstance(vma_or_addr, VMA) else vma_or_addr
-        i = self._d.bisect_left(addr)
-        if i:
-            v: VMA = self._d[self._keys[i - 1]]
-            if v.vm_end <= addr:
-                return v
-            # addr inside a VMA: the previous one is before it
-            if i >= 2:
-                return self._d[self._keys[i - 2]]  # type: ignore[no-any-return]
-        return None
+        k = self._lower(addr)
+        if k is None:
+            return None
+        v = self._by_start[k]
+        if v.vm_end <= addr:
+            return v
+        k = self._lower(k)
+        return None if k is None else self._by_start[k]
 
     def next(self, vma_or_addr: VMA | int) -> VMA | None:
         """The first VMA starting at or after the given VMA's end (or address)."""
         addr = vma_or_addr.vm_end if isinstance(vma_or_addr, VMA) else vma_or_addr
-        i = self._d.bisect_left(addr)
-        if i < len(self._keys):
-            return self._d[self._keys[i]]  # type: ignore[no-any-return]
-        return None
+        k = self._ceil(addr)
+        return None if k is None else self._by_start[k]
 
     def range(self, start: int, end: int) -> list[VMA]:
         """All VMAs intersecting ``[start, end)``, in order."""
+        d = self._by_start
         out: list[VMA] = []
-        i = self._d.bisect_right(start)
-        if i:
-            v: VMA = self._d[self._keys[i - 1]]
-            if v.vm_end > start:
-                out.append(v)
-        keys = self._keys
-        d = self._d
-        n = len(keys)
-        while i < n:
-            k = keys[i]
-            if k >= end:
-                break
+        k = self._floor(start)
+        if k is not None and d[k].vm_end > start:
             out.append(d[k])
-            i += 1
+        k = self._ceil(start + 1)
+        while k is not None and k < end:
+            v = d[k]
+            out.append(v)
+            k = self._ceil(v.vm_end)
         return out
 
     def iter_from_top(self, below: int) -> Iterator[VMA]:
         """VMAs with ``vm_start < below``, highest first (for the top-down gap search)."""
-        i = self._d.bisect_left(below)
-        keys = self._keys
-        d = self._d
-        while i > 0:
-            i -= 1
-            yield d[keys[i]]
+        d = self._by_start
+        k = self._lower(below)
+        while k is not None:
+            yield d[k]
+            k = self._lower(k)
 
     def iter_from(self, addr: int) -> Iterator[VMA]:
         """VMAs with ``vm_end > addr``, lowest first."""
         v = self.find(addr)
-        if v is None:
-            return
-        i = self._d.bisect_left(v.vm_start)
-        keys = self._keys
-        d = self._d
-        n = len(keys)
-        while i < n:
-            yield d[keys[i]]
-            i += 1
+        d = self._by_start
+        while v is not None:
+            yield v
+            k = self._ceil(v.vm_end)
+            v = None if k is None else d[k]
 
     def first(self) -> VMA | None:
-        return self._d.peekitem(0)[1] if self._d else None  # type: ignore[no-any-return]
+        return self._by_start[self._sl[0]] if self._by_start else None
 
     def last(self) -> VMA | None:
-        return self._d.peekitem(-1)[1] if self._d else None  # type: ignore[no-any-return]
+        return self._by_start[self._sl[-1]] if self._by_start else None
