@@ -32,7 +32,7 @@ def vma_name(mm: MM, vma: VMA) -> str:
             return n
     if vma.special_name is not None:
         return vma.special_name
-    if mm.start_brk and vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
+    if mm.start_brk and vma.vm_start < mm.brk and vma.vm_end > mm.start_brk:
         return "[heap]"
     if mm.start_stack and vma.vm_start <= mm.start_stack <= vma.vm_end:
         return "[stack]"

@@ -1,0 +1,5 @@
+"""``python -m vmalab``."""
+
+from .cli import main
+
+main()
