@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmalab import constants as C
-from vmalab.mm import MM, Fault
+from vmalab.faults import Fault
+from vmalab.mm import MM
 
 BASE = 0x500000000000
 P = C.PAGE_SIZE

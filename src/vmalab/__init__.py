@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .mm import MM, Fault, ValidationError  # noqa: E402
+from .faults import Fault  # noqa: E402
+from .mm import MM, ValidationError  # noqa: E402
 
 __all__ = ["MM", "Fault", "ValidationError", "__version__"]

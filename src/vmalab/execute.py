@@ -11,12 +11,22 @@ import errno
 from typing import Any
 
 from . import constants as C
-from .mm import MM, Fault
-from .procfs import import_maps, maps_line, perms, vma_name, maps_offset
+from .faults import Fault
+from .mm import MM
+from .procfs import import_maps, maps_line, maps_offset, perms, vma_name
 from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
 
-MODEL_OPS = {"mmap", "munmap", "mprotect", "touch", "snapshot", "vma_count", "repeat", "setrlimit",
-             "ftruncate"}
+CORE_OPS = {"mmap", "munmap", "mprotect", "touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate"}
+# op -> the MM method that implements it (an op is supported when the method exists)
+SYSCALL_OPS = {"mremap": "sys_mremap", "madvise": "sys_madvise", "mlock": "sys_mlock", "munlock": "sys_munlock",
+               "mlockall": "sys_mlockall", "munlockall": "sys_munlockall", "mseal": "sys_mseal",
+               "msync": "sys_msync", "mincore": "sys_mincore", "brk": "sys_brk", "fork": "fork"}
+
+
+def op_supported(name: str) -> bool:
+    """Whether the model implements scenario op ``name``."""
+    from .mm import MM
+    return name in CORE_OPS or (name in SYSCALL_OPS and hasattr(MM, SYSCALL_OPS[name]))
 
 
 class ModelUnsupported(Exception):
@@ -123,7 +133,7 @@ class ModelRunner:
         p = op.p
         mm = self.mm
         name = op.op
-        if name not in MODEL_OPS:
+        if not op_supported(name):
             raise ModelUnsupported(f"op {name!r} is not supported by the model yet")
 
         def a(key: str) -> int:
@@ -168,9 +178,9 @@ class ModelRunner:
             done = 0
             failed: dict[str, Any] | None = None
             for i in range(p["count"]):
-                r = self.do(body, i * p["step"])
-                if r["ret"] == -1:
-                    failed = r
+                one = self.do(body, i * p["step"])
+                if one["ret"] == -1:
+                    failed = one
                     break
                 done += 1
             out: dict[str, Any] = {"ret": done, "errno": failed.get("errno") if failed else None,
@@ -183,6 +193,58 @@ class ModelRunner:
                 lo, hi = self.addr(p["range"][0]), self.addr(p["range"][1])
                 return {"vmas": self.snapshot_vmas(lo, hi, True)}
             return {"vmas": self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)}
+        return self.do_syscall_op(op, a)
+
+    def do_syscall_op(self, op: Op, a: Any) -> dict[str, Any]:
+        """The ops implemented by the syscall-family modules (mremap, madvise, mlock, ...)."""
+        p = op.p
+        mm: Any = self.mm
+        name = op.op
+        if name == "mremap":
+            new_addr = a("new_addr") if "new_addr" in p else 0
+            r = mm.sys_mremap(a("old"), p["old_len"], p["new_len"], p.get("flags", 0), new_addr)
+            return self._ret(r, True)
+        if name == "madvise":
+            return self._ret(mm.sys_madvise(a("addr"), p["len"], p["advice"]))
+        if name == "mlock":
+            if "flags" in p:
+                return self._ret(mm.sys_mlock2(a("addr"), p["len"], p["flags"]))
+            return self._ret(mm.sys_mlock(a("addr"), p["len"]))
+        if name == "munlock":
+            return self._ret(mm.sys_munlock(a("addr"), p["len"]))
+        if name == "mlockall":
+            return self._ret(mm.sys_mlockall(p["flags"]))
+        if name == "munlockall":
+            return self._ret(mm.sys_munlockall())
+        if name == "mseal":
+            return self._ret(mm.sys_mseal(a("addr"), p["len"], p.get("flags", 0)))
+        if name == "msync":
+            return self._ret(mm.sys_msync(a("addr"), p["len"], p["flags"]))
+        if name == "mincore":
+            rc, vec = mm.sys_mincore(a("addr"), p["len"])
+            out = self._ret(rc)
+            if rc == 0:
+                out["vec"] = vec
+            return out
+        if name == "brk":
+            return {"ret": format_addr(mm.sys_brk(a("addr")), self.scn.window), "errno": None}
+        if name == "fork":
+            child = mm.fork()
+            saved = self.mm
+            self.mm = child
+            try:
+                vmas = self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)
+                reads = []
+                for raw, addr in zip(op.args.get("read", []), p.get("read", []), strict=True):
+                    try:
+                        v = child.touch(self.addr(addr), False)
+                        reads.append({"addr": raw, "ret": 0, "value": v})
+                    except Fault as f:
+                        reads.append({"addr": raw, "ret": -1, "signal": f.signal})
+            finally:
+                self.mm = saved
+                child.exit_mmap()
+            return {"ret": 0, "errno": None, "child": {"vmas": vmas, "reads": reads}}
         raise ModelUnsupported(f"op {name!r} is not supported by the model yet")  # pragma: no cover
 
     def run(self) -> dict[str, Any]:
@@ -204,7 +266,7 @@ class ModelRunner:
 def check_supported(scn: Scenario) -> None:
     """Raise :class:`ModelUnsupported` naming the first op the model cannot run."""
     for op in scn.iter_ops():
-        if op.op not in MODEL_OPS:
+        if not op_supported(op.op):
             raise ModelUnsupported(f"op {op.op!r} is not supported by the model yet")
 
 

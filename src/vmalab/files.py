@@ -14,7 +14,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .constants import (PAGE_SHIFT, PAGE_SIZE, VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED)
+from .constants import PAGE_SHIFT, PAGE_SIZE, VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED
 from .pagetable import FILE, Page
 
 if TYPE_CHECKING:

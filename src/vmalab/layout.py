@@ -10,9 +10,22 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from .constants import (MAP_32BIT, MAP_ABOVE4G, MAP_FIXED, MAP_SHARED, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE,
-                        PMD_SIZE, STACK_GUARD_GAP, TASK_SIZE, ULONG_MASK, VM_GROWSDOWN, VM_SHADOW_STACK,
-                        page_align)
+from .constants import (
+    MAP_32BIT,
+    MAP_ABOVE4G,
+    MAP_FIXED,
+    MAP_SHARED,
+    PAGE_MASK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SIZE,
+    STACK_GUARD_GAP,
+    TASK_SIZE,
+    ULONG_MASK,
+    VM_GROWSDOWN,
+    VM_SHADOW_STACK,
+    page_align,
+)
 
 if TYPE_CHECKING:
     from .files import File

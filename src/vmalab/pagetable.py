@@ -53,7 +53,7 @@ class PageTable:
         return len(self._ptes)
 
     def get(self, vpn: int) -> Page | None:
-        return self._ptes.get(vpn)  # type: ignore[no-any-return]
+        return self._ptes.get(vpn)
 
     def set(self, vpn: int, page: Page) -> None:
         old = self._ptes.get(vpn)

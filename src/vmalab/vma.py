@@ -7,14 +7,13 @@ map keyed by ``vm_start`` with O(log n) lookup, insert, erase and range iteratio
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from bisect import bisect_left, bisect_right
-
 from sortedcontainers import SortedList
 
-from .constants import PAGE_SHIFT, VM_GROWSDOWN, STACK_GUARD_GAP
+from .constants import PAGE_SHIFT, STACK_GUARD_GAP, VM_GROWSDOWN
 
 if TYPE_CHECKING:
     from .files import File, VmOperations
@@ -128,11 +127,11 @@ class VmaTree:
             return None
         pos = bisect_right(maxes, key)
         if pos == len(maxes):
-            return maxes[-1]  # type: ignore[no-any-return]
+            return maxes[-1]
         sub = self._sl._lists[pos]
         idx = bisect_right(sub, key)
         if idx:
-            return sub[idx - 1]  # type: ignore[no-any-return]
+            return sub[idx - 1]
         return maxes[pos - 1] if pos else None
 
     def _lower(self, key: int) -> int | None:
@@ -146,7 +145,7 @@ class VmaTree:
         if pos == len(maxes):
             return None
         sub = self._sl._lists[pos]
-        return sub[bisect_left(sub, key)]  # type: ignore[no-any-return]
+        return sub[bisect_left(sub, key)]
 
     # -- API ---------------------------------------------------------------------------------------------
     def insert(self, vma: VMA) -> None:

@@ -1,0 +1,219 @@
+"""Page faults and population.
+
+Models mm/memory.c (handle_mm_fault, do_anonymous_page, do_read_fault/do_cow_fault/do_shared_fault,
+do_fault_around), mm/filemap.c (filemap_fault's read-around), mm/rmap.c (__anon_vma_prepare),
+mm/mmap.c (expand_downwards for GROWSDOWN stacks), arch/x86/mm/fault.c (access_error) and mm/gup.c
+(populate_vma_page_range).  A fault decides two things the VMA layer can observe: whether a VMA gets
+an anon_vma (which changes later merges) and what is resident (Rss, mincore).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .constants import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    ULONG_MASK,
+    VM_ACCOUNT,
+    VM_GROWSDOWN,
+    VM_LOCKED,
+    VM_MAYSHARE,
+    VM_SHARED,
+    VM_WRITE,
+)
+from .files import Inode
+from .pagetable import ANON, ZERO, Page
+from .vma import VMA, AnonVma
+
+if TYPE_CHECKING:
+    from .mm import MM
+
+ZERO_PAGE = Page(ZERO)
+FAULT_AROUND_PAGES = 16
+RA_PAGES = 32  # default read_ahead_kb 128
+
+
+class Fault(Exception):
+    """A user access that the kernel answers with a signal (``SIGSEGV`` or ``SIGBUS``)."""
+
+    def __init__(self, signal: str, addr: int, code: str = "") -> None:
+        super().__init__(f"{signal} at {addr:#x}{' (' + code + ')' if code else ''}")
+        self.signal = signal
+        self.addr = addr
+        self.code = code
+
+
+class FaultMixin:
+    """The fault half of :class:`vmalab.mm.MM`."""
+
+    def touch(self: MM, addr: int, write: bool = False, value: int = 1) -> int | None:
+        """A user access of one byte: returns the byte read (None for a write), or raises :class:`Fault`.
+        Models arch/x86/mm/fault.c: do_user_addr_fault() and mm/memory.c: handle_mm_fault()."""
+        addr &= ULONG_MASK
+        vma = self.tree.find(addr)
+        if vma is None:
+            raise Fault("SIGSEGV", addr, "MAPERR")
+        if vma.vm_start > addr:
+            if not vma.vm_flags & VM_GROWSDOWN or self.expand_downwards(vma, addr):
+                raise Fault("SIGSEGV", addr, "MAPERR")
+        flags = vma.vm_flags
+        if write and not flags & VM_WRITE:
+            raise Fault("SIGSEGV", addr, "ACCERR")
+        if not write and not flags & C.VM_ACCESS_FLAGS:
+            raise Fault("SIGSEGV", addr, "ACCERR")
+        sig = self._fault(vma, addr, write)
+        if sig is not None:
+            raise Fault(sig, addr, "ADRERR")
+        page = self.pt.get(addr >> PAGE_SHIFT)
+        assert page is not None
+        off = addr & (PAGE_SIZE - 1)
+        if write:
+            page.write(off, value & 0xFF)
+            return None
+        return page.read(off)
+
+    def expand_downwards(self: MM, vma: VMA, addr: int) -> int:
+        """Models mm/mmap.c: expand_downwards() for a stack touch below a GROWSDOWN VMA: 0 or -errno."""
+        addr &= C.PAGE_MASK
+        if addr < self.mmap_min_addr:
+            return -errno.EPERM
+        prev = self.tree.prev(vma)
+        if prev is not None and not prev.vm_flags & VM_GROWSDOWN and prev.vm_flags & C.VM_ACCESS_FLAGS:
+            if addr - prev.vm_end < C.STACK_GUARD_GAP:
+                return -errno.ENOMEM
+        grow = (vma.vm_start - addr) >> PAGE_SHIFT
+        size = vma.vm_end - addr
+        if size > self.rlimit("RLIMIT_STACK"):
+            return -errno.ENOMEM
+        if not self.may_expand_vm(vma.vm_flags, grow):
+            return -errno.ENOMEM
+        if vma.vm_flags & VM_LOCKED and not self.mlock_future_ok(vma.vm_flags, grow << PAGE_SHIFT):
+            return -errno.ENOMEM
+        if vma.vm_flags & VM_ACCOUNT:
+            if not self.vm_enough_memory(grow):
+                return -errno.ENOMEM
+        self._set_start(vma, addr, vma.vm_pgoff - grow)
+        if vma.vm_flags & VM_LOCKED:
+            self.locked_vm += grow
+        self.vm_stat_account(vma.vm_flags, grow)
+        return 0
+
+    def anon_vma_prepare(self: MM, vma: VMA) -> None:
+        """Models mm/rmap.c: __anon_vma_prepare() with find_mergeable_anon_vma(): reuse an adjacent,
+        compatible VMA's anon_vma (next first, then prev) or make a new one."""
+        if vma.anon_vma is not None:
+            return
+        ignore = C.VM_ACCESS_FLAGS | C.VM_SOFTDIRTY
+
+        def compatible(a: VMA, b: VMA) -> bool:
+            return (a.vm_end == b.vm_start and a.vm_file is b.vm_file and a.anon_name == b.anon_name
+                    and not ((a.vm_flags ^ b.vm_flags) & ~ignore)
+                    and b.vm_pgoff == a.vm_pgoff + a.pages)
+
+        found: AnonVma | None = None
+        nxt = self.tree.next(vma)
+        if nxt is not None and nxt.anon_vma is not None and nxt.avc_len == 1 and compatible(vma, nxt):
+            found = nxt.anon_vma
+        if found is None:
+            prv = self.tree.prev(vma)
+            if prv is not None and prv.anon_vma is not None and prv.avc_len == 1 and compatible(prv, vma):
+                found = prv.anon_vma
+        vma.anon_vma = found if found is not None else self._new_anon_vma()
+        vma.avc_len = 1
+
+    def _fault(self: MM, vma: VMA, addr: int, write: bool, gup: bool = False) -> str | None:
+        """handle_mm_fault() for a permitted access: fill the PTE; returns a signal name or None."""
+        vpn = addr >> PAGE_SHIFT
+        pte = self.pt.get(vpn)
+        if vma.is_anonymous() and not (vma.vm_flags & VM_SHARED):
+            if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
+                return None
+            if not write:
+                self.pt.set(vpn, ZERO_PAGE)
+                return None
+            self.anon_vma_prepare(vma)
+            new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
+            self.pt.set(vpn, new)
+            return None
+        f = vma.vm_file
+        assert f is not None
+        inode = f.inode
+        pgoff = vma.pgoff_at(addr)
+        if pgoff >= inode.npages():
+            return "SIGBUS"
+        shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
+        if pte is not None:
+            if not write or shared or pte.kind == ANON:
+                return None
+            # write to a read-mapped page-cache page of a private mapping: COW
+            self.anon_vma_prepare(vma)
+            self.pt.set(vpn, Page(ANON, dict(pte.data)))
+            return None
+        style = f.f_op.fault_style
+        if style == "filemap" and pgoff not in inode.pages:
+            self._readahead(vma, inode, pgoff)
+        cache = inode.cache_page(pgoff)
+        if write and not shared:
+            self.anon_vma_prepare(vma)
+            self.pt.set(vpn, Page(ANON, dict(cache.data)))
+            return None
+        self.pt.set(vpn, cache)
+        if not write:
+            self._fault_around(vma, addr, inode)
+        return None
+
+    def _readahead(self: MM, vma: VMA, inode: Inode, pgoff: int) -> None:
+        """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss."""
+        if vma.vm_flags & C.VM_RAND_READ:
+            inode.cache_page(pgoff)
+            return
+        if vma.vm_flags & C.VM_SEQ_READ:
+            start = pgoff
+        else:
+            start = max(0, pgoff - RA_PAGES // 2)
+        stop = min(start + RA_PAGES, inode.npages())
+        for i in range(start, stop):
+            inode.cache_page(i)
+
+    def _fault_around(self: MM, vma: VMA, addr: int, inode: Inode) -> None:
+        """Models mm/memory.c: do_fault_around() + filemap_map_pages(): map the cached pages of the
+        16-page aligned block around a read fault, clipped to the VMA, the page table and EOF."""
+        vpn = addr >> PAGE_SHIFT
+        pte_off = vpn & 511
+        vma_off = vpn - (vma.vm_start >> PAGE_SHIFT)
+        from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
+        to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off)
+        base = vpn - pte_off
+        limit = inode.npages()
+        for p in range(from_pte, to_pte):
+            v = base + p
+            pg_off = vma.vm_pgoff + (v - (vma.vm_start >> PAGE_SHIFT))
+            if pg_off >= limit or self.pt.get(v) is not None:
+                continue
+            page = inode.pages.get(pg_off)
+            if page is not None:
+                self.pt.set(v, page)
+
+    def mm_populate(self: MM, start: int, length: int) -> None:
+        """Models mm/gup.c: __mm_populate() -> populate_vma_page_range(): fault in every page."""
+        end = start + length
+        addr = start
+        while addr < end:
+            v = self.tree.find(addr)
+            if v is None or v.vm_start >= end:
+                break
+            addr = max(addr, v.vm_start)
+            stop = min(end, v.vm_end)
+            if v.vm_flags & (C.VM_IO | C.VM_PFNMAP) or not v.vm_flags & C.VM_ACCESS_FLAGS:
+                addr = stop
+                continue
+            write = (v.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+            while addr < stop:
+                if self._fault(v, addr, write, gup=True) is not None:
+                    break  # SIGBUS-like failure ends the population of this VMA
+                addr += PAGE_SIZE
+            addr = stop
+
