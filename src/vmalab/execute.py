@@ -89,7 +89,9 @@ class ModelRunner:
         if spec.kind == "raw":
             return spec.raw
         if spec.kind == "devzero":
-            return mm.open_devzero()
+            # one open /dev/zero per scenario, as the live runner does (same struct file: merges possible)
+            entry = self.fds.setdefault(("devzero", ""), {"rw": mm.open_devzero()})
+            return entry["rw"]
         entry = self.fds.get(spec.key)
         if entry is None:
             size = spec.size or 0

@@ -605,6 +605,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         """Models mm/mmap.c: do_mmap() followed by vm_mmap_pgoff()'s populate."""
         if not length:
             return -errno.EINVAL
+        if flags & C.MAP_FIXED_NOREPLACE:
+            flags |= C.MAP_FIXED  # before the hint rounding: an unaligned NOREPLACE address is EINVAL
         if not flags & C.MAP_FIXED:
             addr = round_hint_to_min(addr, self.mmap_min_addr)
         length = page_align(length)
@@ -614,8 +616,6 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             return -errno.EOVERFLOW
         if self.map_count > self.max_map_count:
             return -errno.ENOMEM
-        if flags & C.MAP_FIXED_NOREPLACE:
-            flags |= C.MAP_FIXED
         vm_flags = (C.calc_vm_prot_bits(prot) | C.calc_vm_flag_bits(flags) | self.def_flags
                     | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC)
         addr = get_unmapped_area(self, file, addr, length, pgoff, flags, vm_flags)
