@@ -90,9 +90,10 @@ class ModelRunner:
             return spec.raw
         if spec.kind == "devzero":
             # one open /dev/zero per scenario, as the live runner does (same struct file: merges possible)
-            entry = self.fds.setdefault(("devzero", ""), {"rw": mm.open_devzero()})
-            return entry["rw"]
-        entry = self.fds.get(spec.key)
+            if ("devzero", "") not in self.fds:
+                self.fds[("devzero", "")] = {"rw": mm.open_devzero()}
+            return self.fds[("devzero", "")]["rw"]
+        entry: dict[str, int] | None = self.fds.get(spec.key)
         if entry is None:
             size = spec.size or 0
             if spec.kind == "memfd":
@@ -231,7 +232,12 @@ class ModelRunner:
         if name == "brk":
             return {"ret": format_addr(mm.sys_brk(a("addr")), self.scn.window), "errno": None}
         if name == "fork":
-            child = mm.fork()
+            try:
+                child = mm.fork()
+            except OSError as e:
+                return self._ret(-(e.errno or errno.ENOMEM))
+            if self.validate:
+                child.validate()
             saved = self.mm
             self.mm = child
             try:
@@ -243,9 +249,12 @@ class ModelRunner:
                         reads.append({"addr": raw, "ret": 0, "value": v})
                     except Fault as f:
                         reads.append({"addr": raw, "ret": -1, "signal": f.signal})
+                if self.validate:
+                    child.validate()
             finally:
                 self.mm = saved
                 child.exit_mmap()
+                child.exit_files()
             return {"ret": 0, "errno": None, "child": {"vmas": vmas, "reads": reads}}
         raise ModelUnsupported(f"op {name!r} is not supported by the model yet")  # pragma: no cover
 

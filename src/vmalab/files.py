@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .constants import PAGE_SHIFT, PAGE_SIZE, VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED
 from .pagetable import FILE, Page
 
 if TYPE_CHECKING:
+    from .driver import VmAreaDesc
     from .mm import MM
     from .vma import VMA
 
@@ -87,6 +88,14 @@ class VmOperations:
         """vm_ops->open(): called for the new VMA of a split or a fork."""
 
 
+class DummyVmOps(VmOperations):
+    """Models mm/vma_init.c: vma_dummy_vm_ops — what a file VMA has when its driver sets no vm_ops
+    (it is not anonymous memory: vma_is_anonymous() is false)."""
+
+
+DUMMY_VM_OPS = DummyVmOps()
+
+
 class GenericFileVmOps(VmOperations):
     """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around)."""
 
@@ -112,22 +121,6 @@ class SpecialMappingOps(VmOperations):
 
     def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
         return -errno.EINVAL
-
-
-@dataclass
-class VmAreaDesc:
-    """Models ``struct vm_area_desc`` as Linux 6.18 has it (no ``action`` yet)."""
-
-    mm: MM
-    file: File
-    start: int
-    end: int
-    pgoff: int
-    vm_file: File | None
-    vm_flags: int
-    page_prot: int = 0
-    vm_ops: VmOperations | None = None
-    private_data: Any = None
 
 
 class FileOperations:

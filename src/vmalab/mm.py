@@ -34,12 +34,15 @@ from .constants import (
     VM_WRITE,
     page_align,
 )
+from .driver import MmapAction
 from .faults import FaultMixin
 from .files import (
+    DUMMY_VM_OPS,
     FMODE_READ,
     FMODE_WRITE,
     S_IFCHR,
     SHMEM_DEV,
+    SHMEM_VM_OPS,
     DevZeroOps,
     File,
     FileOperations,
@@ -47,10 +50,11 @@ from .files import (
     RegularFileOps,
     SecretmemOps,
     ShmemFileOps,
-    VmAreaDesc,
+    VmOperations,
 )
 from .fork import ForkMixin
 from .layout import TASK_UNMAPPED_BASE, get_unmapped_area, mmap_base, round_hint_to_min
+from .locking import LockState
 from .madvise import MadviseMixin
 from .mincore import MincoreMixin
 from .mlock import MlockMixin
@@ -58,6 +62,7 @@ from .mremap import MremapMixin
 from .mseal import MsealMixin
 from .msync import MsyncMixin
 from .pagetable import FILE, ZERO, PageTable
+from .profiles import DEFAULT_PROFILE, get_profile
 from .vma import VMA, AnonVma, VmaTree
 
 VM_STACK = VM_GROWSDOWN
@@ -124,10 +129,13 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
 
     def __init__(self, *, rlimit_stack: int = 8 << 20, randomize: bool = False, seed: int | None = None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, mmap_min_addr: int = C.MMAP_MIN_ADDR,
-                 kernel: str = "6.18") -> None:
-        if kernel != "6.18":
-            raise ValueError(f"unknown kernel profile {kernel!r} (this model implements: 6.18)")
+                 kernel: str = DEFAULT_PROFILE) -> None:
+        self.profile = get_profile(kernel)
         self.kernel = kernel
+        self.locks = LockState()
+        self.lock_events: list[tuple[str, str]] = []
+        self.fail_plan: dict[str, tuple[int, int]] = {}  # fault point -> (hit number to fail, -errno)
+        self.fail_hits: dict[str, int] = {}
         self.tree = VmaTree()
         self.pt = PageTable()
         self.rng = random.Random(seed)
@@ -178,6 +186,22 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
     def _trace(self, op: str, what: str, **detail: Any) -> None:
         if self.tracing:
             self.trace.append(TraceEvent(op, what, detail))
+
+    def callback(self, name: str, fn: Callable[[], Any], vma: VMA | None = None) -> Any:
+        """Call a driver callback (``mmap_prepare``, ``mapped``, ``success_hook`` ...), tracing it with
+        the locks held at that moment, as the kernel would hold them."""
+        self._trace("mmap", name, locks=" ".join(sorted(self.locks.held())) or "-")
+        return fn()
+
+    def inject(self, point: str) -> int:
+        """A fallible point of the modelled paths: returns -errno when the fault plan fails this hit."""
+        n = self.fail_hits.get(point, 0) + 1
+        self.fail_hits[point] = n
+        plan = self.fail_plan.get(point)
+        if plan is not None and plan[0] == n:
+            self._trace("fault", f"injected failure at {point} (hit {n})", errno=C.ERRNO_NAMES.get(-plan[1]))
+            return plan[1]
+        return 0
 
     def _new_anon_vma(self) -> AnonVma:
         a = AnonVma(self._next_anon_vma)
@@ -598,11 +622,18 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                 return -errno.EINVAL
         elif flags & C.MAP_HUGETLB:
             return -errno.ENOMEM  # hugetlb_file_setup() with no huge pages reserved
-        ret = self.do_mmap(file, addr, length, prot, flags, offset >> PAGE_SHIFT)
+        populate: list[int] = []
+        with self.locks.mmap_write():
+            ret = self.do_mmap(file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
+        if populate:
+            with self.locks.mmap_read():
+                self.mm_populate(ret, populate[0])
         return ret
 
-    def do_mmap(self, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int) -> int:
-        """Models mm/mmap.c: do_mmap() followed by vm_mmap_pgoff()'s populate."""
+    def do_mmap(self, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int,
+                populate: list[int] | None = None) -> int:
+        """Models mm/mmap.c: do_mmap(); a length to populate (after the mmap lock is dropped, as
+        vm_mmap_pgoff() does) is appended to ``populate``."""
         if not length:
             return -errno.EINVAL
         if flags & C.MAP_FIXED_NOREPLACE:
@@ -675,12 +706,19 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             vm_flags |= C.VM_NORESERVE
         ret = self.mmap_region(file, addr, length, vm_flags, pgoff)
         if ret >= 0 and (vm_flags & VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE):
-            self.mm_populate(ret, length)
+            if populate is not None:
+                populate.append(length)
+            else:
+                self.mm_populate(ret, length)
         return ret
 
     def mmap_region(self, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int) -> int:
-        """Models mm/vma.c: __mmap_region() for Linux 6.18 (setup, mmap_prepare, merge, new VMA,
-        complete), including its error paths."""
+        """Models mm/vma.c: __mmap_region() — setup (gather the overlapped VMAs, may_expand_vm, the commit
+        charge, clean-up of the old range), ``f_op->mmap_prepare`` and the profile's action prepare, the
+        merge attempt with the post-hook flags, a new VMA (legacy ``->mmap``, shared-anon shmem setup),
+        the driver's vm_ops/private data, __mmap_complete() and, for a new VMA of an mmap_prepare file,
+        the profile's action completion — including every error path and what it leaves behind."""
+        prof = self.profile
         end = addr + length
         pglen = length >> PAGE_SHIFT
         g = _Gather(addr, end)
@@ -699,7 +737,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         transferred = 0  # VM_ACCOUNT pages of replaced VMAs whose charge the new mapping inherits
         if (vm_flags & (C.VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:  # accountable_mapping()
             charged = pglen - g.nr_accounted
-            if charged and not self.vm_enough_memory(charged):
+            if charged and (self.inject("vm_enough_memory") or not self.vm_enough_memory(charged)):
                 self._abort_gather(g)
                 return -errno.ENOMEM
             transferred = g.nr_accounted
@@ -709,59 +747,79 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             vm_flags |= VM_ACCOUNT
         if g.detached:
             self._clean_up_area(g)
+
+        def unwind(e: int, what: str, release_charge: bool) -> int:
+            if charged and release_charge:
+                self.vm_unacct_memory(charged)
+            lost = (0 if release_charge else charged) + transferred
+            if lost:
+                self.leaked_commit += lost
+                self._trace("mmap", "commit charge leaked", pages=lost)
+            self._abort_gather(g)
+            self._trace("mmap", f"{what} failed -{C.ERRNO_NAMES.get(-e, e)}")
+            return e
+
         vm_file = file
-        vm_ops = None
+        vm_ops: VmOperations | None = None
         private = None
         page_prot = 0
-        if file is not None and file.f_op.has_mmap_prepare:
-            desc = VmAreaDesc(self, file, addr, end, pgoff, file, vm_flags)
-            self._trace("mmap", "mmap_prepare", start=addr, end=end)
-            e = file.f_op.mmap_prepare(desc)
+        action: MmapAction | None = None
+        have_prepare = file is not None and file.f_op.has_mmap_prepare
+        if have_prepare:
+            assert file is not None
+            desc = prof.new_desc(self, file, addr, end, pgoff, vm_flags)
+            e = self.inject("mmap_prepare") or int(self.callback("mmap_prepare",
+                                                                 lambda: file.f_op.mmap_prepare(desc)))
+            if not e:
+                e = self.inject("action_prepare") or prof.action_prepare(self, desc)
             if e:
-                # 6.18: goto abort_munmap — the commit charge taken above is not released.
-                if charged or transferred:
-                    self.leaked_commit += charged + transferred
-                    self._trace("mmap", "commit charge leaked", pages=charged + transferred)
-                self._abort_gather(g)
-                self._trace("mmap", f"mmap_prepare failed {-e}", errno=C.ERRNO_NAMES.get(-e, e))
-                return e
+                if desc.vm_file is not file and desc.vm_file is not None:
+                    desc.vm_file.refcount -= 1  # abort_munmap fput()s a swapped-in file
+                return unwind(e, "mmap_prepare", prof.prepare_failure_releases_charge)
             pgoff, vm_file, vm_flags, page_prot = desc.pgoff, desc.vm_file, desc.vm_flags, desc.page_prot
             vm_ops, private = desc.vm_ops, desc.private_data
+            if prof.has_actions:
+                action = desc.action
         vma: VMA | None = None
         if prev is not None or nxt is not None:
             vma = self.merge_new_range(addr, end, vm_flags, vm_file, pgoff, prev, nxt)
         allocated_new = False
         if vma is None:
+            e = self.inject("vma_alloc") or self.inject("vma_prealloc")
+            if e:
+                return unwind(e, "VMA allocation", True)
             vma = VMA(addr, end, vm_flags, pgoff, vm_file)
             vma.page_prot = page_prot
             if vm_file is not None:
                 vm_file.refcount += 1
-                if vm_file.f_op.has_mmap:
-                    e = vm_file.f_op.mmap(vm_file, vma)
+                vma.vm_ops = DUMMY_VM_OPS
+                if vm_file.f_op.has_mmap and not have_prepare:
+                    legacy = vm_file
+                    e = self.inject("mmap") or int(self.callback("mmap", lambda: legacy.f_op.mmap(legacy, vma),
+                                                                 vma=vma))
+                    if not e and prof.legacy_mapped_rejected and getattr(vma.vm_ops, "mapped", None):
+                        self._trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
+                        e = -errno.EINVAL
                     if e:
                         vm_file.refcount -= 1
-                        if charged:
-                            self.vm_unacct_memory(charged)
-                        if transferred:
-                            self.leaked_commit += transferred
-                            self._trace("mmap", "commit charge leaked", pages=transferred)
-                        self._abort_gather(g)
-                        self._trace("mmap", f"->mmap failed {-e}")
-                        return e
+                        self.pt.zap(addr >> PAGE_SHIFT, end >> PAGE_SHIFT)  # unmap_region(): undo partial PTEs
+                        return unwind(e, "->mmap", True)
                     if vma.vm_file is not vm_file:
                         vm_file.refcount -= 1
                     vm_flags = vma.vm_flags
             elif vm_flags & VM_SHARED:
-                shm = self.new_shmem_file("/dev/zero", length)
-                vma.vm_file = shm
-                from .files import SHMEM_VM_OPS
+                vma.vm_file = self.new_shmem_file("/dev/zero", length)
                 vma.vm_ops = SHMEM_VM_OPS
             self.tree.insert(vma)
+            self.locks.vma_locks.add(vma.vm_start)
             allocated_new = True
             self._trace("mmap", "new vma", start=addr, end=end)
-        if file is not None and file.f_op.has_mmap_prepare:
-            if vm_ops is not None:
-                vma.vm_ops = vm_ops
+            if (action is not None and action.hide_from_rmap_until_complete and vma.vm_file is not None
+                    and prof.has_rmap_hide):
+                self.locks.lock_i_mmap(vma.vm_file.inode.ino)
+                self._trace("mmap", "rmap lock held until the action completes", ino=vma.vm_file.inode.ino)
+        if have_prepare:
+            prof.user_vm_ops(vma, vm_ops, DUMMY_VM_OPS)
             vma.vm_private_data = private
         # __mmap_complete()
         if g.detached:
@@ -772,6 +830,10 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                 vma.vm_flags &= ~C.VM_LOCKED_MASK
             else:
                 self.locked_vm += pglen
+        if have_prepare and allocated_new and action is not None:
+            e = prof.action_complete(self, vma, action, is_compat=False)
+            if e:
+                return e
         if allocated_new:
             self._trace("mmap", "mapped", start=addr, end=end)
         return addr

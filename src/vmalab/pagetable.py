@@ -12,18 +12,22 @@ from sortedcontainers import SortedDict
 ANON = "anon"
 FILE = "file"
 ZERO = "zero"
+PFN = "pfn"  # a special PTE installed by remap_pfn_range(): no struct page (not counted in Rss)
+KERNEL = "kernel"  # a kernel page inserted into a VM_MIXEDMAP VMA by vm_insert_pages() (counted in Rss)
 
 
 class Page:
     """One 4 KiB page: ``kind`` is ``anon``, ``file`` (page cache) or ``zero`` (the shared zero page).
     ``data`` holds the non-zero bytes sparsely (offset -> value)."""
 
-    __slots__ = ("kind", "mapcount", "data")
+    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot")
 
-    def __init__(self, kind: str, data: dict[int, int] | None = None) -> None:
+    def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0) -> None:
         self.kind = kind
         self.mapcount = 0
         self.data: dict[int, int] = {} if data is None else data
+        self.pfn = pfn  # for PFN/KERNEL pages: the page frame number mapped
+        self.pgprot = pgprot  # for PFN pages: the pgprot the remap used
 
     def read(self, off: int) -> int:
         return self.data.get(off, 0)

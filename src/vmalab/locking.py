@@ -1,0 +1,91 @@
+"""Locks of the mmap path, and the driver-side mutex.
+
+Models the locks a driver's callbacks can observe: ``mm->mmap_lock`` (an rwsem, held for write across
+do_mmap and for read by mm_populate), the per-VMA write lock (``vma_start_write()``, held from the moment a
+new VMA is linked until the mmap lock is released), and a file's rmap lock (``mapping->i_mmap_rwsem``,
+``i_mmap_lock_write()``).  :class:`LockState` records what is held; each callback the model makes is
+traced with a snapshot of it, so a driver author (and the explorer) can see exactly what the kernel would
+hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class LockError(RuntimeError):
+    """A lock was used the way the kernel would WARN or deadlock on (double unlock, recursion)."""
+
+
+class Mutex:
+    """A driver's ``struct mutex``: owned by at most one holder; relocking or unlocking an unheld mutex
+    raises :class:`LockError` (the kernel would deadlock or WARN)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.held = False
+        self.acquisitions = 0
+
+    def lock(self) -> None:
+        if self.held:
+            raise LockError(f"mutex {self.name} locked twice (deadlock)")
+        self.held = True
+        self.acquisitions += 1
+
+    def unlock(self) -> None:
+        if not self.held:
+            raise LockError(f"mutex {self.name} unlocked while not held")
+        self.held = False
+
+    def __repr__(self) -> str:
+        return f"Mutex({self.name}, {'held' if self.held else 'free'})"
+
+
+class LockState:
+    """What the model's mm holds right now (names such as ``mmap_lock:write``, ``vma:0x500000000000``,
+    ``i_mmap:1042``)."""
+
+    def __init__(self) -> None:
+        self.mmap_lock: str | None = None  # None, "read" or "write"
+        self.vma_locks: set[int] = set()  # vm_start of write-locked VMAs
+        self.i_mmap: set[int] = set()  # inode numbers whose rmap lock is held for write
+
+    def held(self) -> frozenset[str]:
+        out = set()
+        if self.mmap_lock:
+            out.add(f"mmap_lock:{self.mmap_lock}")
+        out.update(f"vma:{s:#x}" for s in self.vma_locks)
+        out.update(f"i_mmap:{i}" for i in self.i_mmap)
+        return frozenset(out)
+
+    @contextmanager
+    def mmap_write(self) -> Iterator[None]:
+        """mmap_write_lock() ... mmap_write_unlock(); dropping the mmap lock also drops VMA write locks."""
+        outer = self.mmap_lock
+        self.mmap_lock = "write"
+        try:
+            yield
+        finally:
+            self.mmap_lock = outer
+            if outer is None:
+                self.vma_locks.clear()
+
+    @contextmanager
+    def mmap_read(self) -> Iterator[None]:
+        outer = self.mmap_lock
+        self.mmap_lock = outer or "read"
+        try:
+            yield
+        finally:
+            self.mmap_lock = outer
+
+    def lock_i_mmap(self, ino: int) -> None:
+        if ino in self.i_mmap:
+            raise LockError(f"i_mmap_rwsem of inode {ino} taken twice (deadlock)")
+        self.i_mmap.add(ino)
+
+    def unlock_i_mmap(self, ino: int) -> None:
+        if ino not in self.i_mmap:
+            raise LockError(f"i_mmap_rwsem of inode {ino} released while not held")
+        self.i_mmap.discard(ino)
