@@ -195,3 +195,43 @@ def demo() -> None:
     """A guided tour: placement, a split, a merge, an anon_vma that blocks a merge, and errnos."""
     from .demo import run_demo
     run_demo()
+
+
+@main.command()
+@click.option("--seed", type=int, default=0, show_default=True, help="The run's seed: case I is a function of it.")
+@click.option("--cases", type=click.IntRange(min=0), default=100, show_default=True, help="Number of cases.")
+@click.option("--ops", "nops", type=click.IntRange(min=1), default=12, show_default=True, help="Ops per case.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: all cores].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="fuzz-failures", show_default=True,
+              help="Where diverging cases are written (shrunk scenario, both results, original).")
+@click.option("--ops-filter", "ops_filter", multiple=True,
+              help="Op kinds: 'mmap,mprotect' keeps only those (plus mmap and snapshot), '-mremap' drops one.")
+@click.option("--no-shrink", is_flag=True, help="Write diverging cases as generated.")
+def fuzz(seed: int, cases: int, nops: int, jobs: int | None, out_dir: str, ops_filter: tuple[str, ...],
+         no_shrink: bool) -> None:
+    """Random scenarios on the live kernel and on the model; diverging cases are shrunk and written to --out.
+
+    Prints 'N cases, N agree, N diverge' and exits 1 if any case diverges (or cannot be run)."""
+    from .oracle.fuzz import FuzzConfig, run_fuzz, write_failure
+    from .oracle.kernel import KernelRunnerError
+    try:
+        config = FuzzConfig.from_filter(nops, ops_filter, shrink=not no_shrink)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    with click.progressbar(length=cases, label=f"fuzz seed {seed}", file=sys.stderr) as bar:
+        def on_outcome(o: Any) -> None:
+            bar.update(1)
+            if o.status == "diverge":
+                paths = write_failure(out_dir, o)
+                noise = " (kernel noise)" if o.noise else ""
+                click.echo(f"\n{o.name}: DIVERGES{noise}, shrunk {o.nops} -> {len((o.shrunk or {}).get('ops', []))} "
+                           f"ops: {o.first_diff}\n  {paths[0] if paths else ''}", err=True)
+            elif o.status == "error":
+                click.echo(f"\n{o.name}: cannot run: {o.error}", err=True)
+        try:
+            summary = run_fuzz(seed, cases, config, jobs=jobs, on_outcome=on_outcome)
+        except KernelRunnerError as e:
+            raise CliError(f"live kernel: {e}") from None
+    click.echo(summary.line())
+    if summary.diverge or summary.errors:
+        sys.exit(1)

@@ -146,9 +146,10 @@ class FaultMixin:
             return "SIGBUS"
         shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
         if pte is not None:
-            if not write or shared or pte.kind == ANON:
+            if not write or shared or pte.kind == ANON and pte.mapcount == 1:
                 return None
-            # write to a read-mapped page-cache page of a private mapping: COW
+            # do_wp_page(): a write to a page-cache page of a private mapping, or to an anonymous page
+            # still shared with another mm after fork (wp_can_reuse_anon_folio() fails): COW
             self.anon_vma_prepare(vma)
             self.pt.set(vpn, Page(ANON, dict(pte.data)))
             return None

@@ -179,10 +179,13 @@ class DevZeroOps(FileOperations):
 
     def mmap(self, file: File, vma: VMA) -> int:
         if vma.vm_flags & VM_SHARED:
-            # shmem_zero_setup(): the VMA gets a new shmem file of its own.
+            # shmem_zero_setup(): the VMA gets a new shmem file of its own (its reference is the VMA's);
+            # the /dev/zero reference the VMA held is dropped.
             mm = file.owner
             assert mm is not None
             shm = mm.new_shmem_file("/dev/zero", vma.vm_end - vma.vm_start, deleted=True)
+            if vma.vm_file is not None:
+                vma.vm_file.refcount -= 1
             vma.vm_file = shm
             vma.vm_ops = SHMEM_VM_OPS
             return 0
@@ -231,3 +234,12 @@ class File:
 
     def __repr__(self) -> str:
         return f"File({self.display_path!r}, ino={self.inode.ino})"
+
+
+def vma_set_file(vma: VMA, file: File) -> None:
+    """Models mm/util.c: vma_set_file(): take a reference on ``file``, install it, drop the old one."""
+    file.refcount += 1
+    old = vma.vm_file
+    vma.vm_file = file
+    if old is not None:
+        old.refcount -= 1

@@ -1,11 +1,174 @@
 """fork (a copy of the address space) and teardown.
 
-Models kernel/fork.c / mm/mmap.c: dup_mmap() and exit_mmap().
-Not implemented yet: the scenario executor reports ops that need it as unsupported.
+Models kernel/fork.c: copy_mm() / dup_mm() / mm_init(), mm/mmap.c: dup_mmap() (moved there from
+kernel/fork.c in 6.18), mm/memory.c: copy_page_range() / vma_needs_copy(), mm/rmap.c: anon_vma_fork(),
+kernel/fork.c: dup_fd() (the descriptor table) and mm/mmap.c: exit_mmap().
+
+What fork does to each VMA of the parent, in address order:
+
+* ``VM_DONTCOPY``: skipped; the child has a hole there and its counters are reduced (vm_stat_account).
+* otherwise vm_area_dup(): same range, flags, pgoff, file (one more reference), name, seal;
+  ``VM_LOCKED``/``VM_LOCKONFAULT`` are cleared (mlock is not inherited);
+* ``VM_WIPEONFORK``: the copy gets no anon_vma and no pages (the child reads zeroes);
+* a VMA with an anon_vma gets a NEW anon_vma whose chain also links the parent's (``avc_len`` one longer,
+  so it no longer merges with anon_vma-less neighbours); one without stays without;
+* PTEs are copied only where a fault could not rebuild them (vma_needs_copy(): an anon_vma, or a flag of
+  ``VM_COPY_ON_FORK`` such as PFN maps and guard regions).  Private pages then map the same
+  :class:`~vmalab.pagetable.Page` in both mms; ``Page.mapcount`` counts PTEs across mms, and a write
+  fault on a page mapped more than once copies it (copy-on-write, see ``FaultMixin._fault``).
+
+Shared and file-backed VMAs without an anon_vma keep their data in the page cache: the child's Rss is 0
+until it faults.  ``File`` objects (like ``struct file``) are shared between parent and child; ``VMA``
+objects and page tables never are.
 """
 
 from __future__ import annotations
 
+import errno
+import random
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_LOCKED_MASK
+
+if TYPE_CHECKING:
+    from .mm import MM
+    from .vma import VMA
+
+#: Flags that make fork copy a VMA's PTEs even without an anon_vma (include/linux/mm.h in 6.18.y:
+#: VM_COPY_ON_FORK).  Guard regions are markers in the page table, which a fault cannot recreate.
+VM_COPY_ON_FORK = C.VM_PFNMAP | C.VM_MIXEDMAP | C.VM_UFFD_WP | C.VM_MAYBE_GUARD
+
+#: mm_init(): the only def_flags a child inherits (VM_INIT_DEF_MASK = VM_NOHUGEPAGE, set by
+#: PR_SET_THP_DISABLE).  mlockall(MCL_FUTURE)'s VM_LOCKED is not inherited.
+VM_INIT_DEF_MASK = C.VM_NOHUGEPAGE
+
+#: MM attributes fork copies from the parent as they are (values, or containers copied below).
+FORK_COPIED = frozenset({
+    "kernel", "randomize", "mmap_base", "mmap_legacy_base", "topdown", "mmap_min_addr", "dac_mmap_min_addr",
+    "max_map_count", "cap_sys_rawio", "cap_ipc_lock", "overcommit_memory", "totalram_pages", "total_vm",
+    "data_vm", "exec_vm", "stack_vm", "start_brk", "brk", "start_stack", "_next_anon_vma", "_next_ino",
+    "tracing", "profile",
+})
+#: MM attributes fork builds anew for the child (see :meth:`ForkMixin.fork`).
+FORK_REBUILT = frozenset({
+    "tree", "pt", "rng", "rlimits", "fdtable", "trace", "locked_vm", "committed", "leaked_commit", "def_flags",
+    "locks", "lock_events", "fail_plan", "fail_hits",  # a new mm: no locks held, no fault-injection plan
+})
+
 
 class ForkMixin:
     """The fork part of :class:`vmalab.mm.MM` (see the module docstring)."""
+
+    def fork(self: MM) -> MM:
+        """fork(2) as seen by the address space: returns the child's new, independent ``MM``.
+
+        Models kernel/fork.c: dup_mm() (the mm_struct copied, then mm_init() resets) and
+        mm/mmap.c: dup_mmap().  Raises ``OSError(ENOMEM)`` when the commit charge of an accountable VMA
+        fails (the partly built child is torn down, the parent is unchanged)."""
+        child = self._dup_mm_struct()
+        # dup_mmap() holds the parent's mmap lock for write, and the child's (nested)
+        with self.locks.mmap_write(), child.locks.mmap_write():
+            for vma in self.tree:
+                if vma.vm_flags & C.VM_DONTCOPY:
+                    # the child's counters came from the parent: take the skipped VMA back out
+                    child.vm_stat_account(vma.vm_flags, -vma.pages)
+                    continue
+                if vma.vm_flags & VM_ACCOUNT and not child.vm_enough_memory(vma.pages):
+                    child._abort_fork(vma)
+                    raise OSError(errno.ENOMEM, "ENOMEM: fork: cannot charge an accountable VMA")
+                tmp = self._vm_area_dup_for_fork(child, vma)
+                child.tree.insert(tmp)
+                if not tmp.vm_flags & C.VM_WIPEONFORK:
+                    self.copy_page_range(child, tmp, vma)
+        self._trace("fork", "dup_mmap", vmas=child.map_count)
+        return child
+
+    def _dup_mm_struct(self: MM) -> MM:
+        """Models dup_mm(): a new mm_struct holding the parent's values, then mm_init()'s resets
+        (no VMAs, locked_vm 0, def_flags masked) and dup_fd() for the descriptor table."""
+        child = type(self)(rlimit_stack=self.rlimit("RLIMIT_STACK"), max_map_count=self.max_map_count,
+                           mmap_min_addr=self.mmap_min_addr, kernel=self.kernel)
+        for name in FORK_COPIED:
+            setattr(child, name, getattr(self, name))
+        child.rng = random.Random()
+        child.rng.setstate(self.rng.getstate())
+        child.rlimits = dict(self.rlimits)  # signal->rlim is copied by copy_signal()
+        child.locked_vm = 0
+        child.committed = 0  # charged VMA by VMA in fork()
+        child.leaked_commit = 0
+        child.def_flags = self.def_flags & VM_INIT_DEF_MASK
+        child.trace = []
+        child.fdtable = dict(self.fdtable)  # dup_fd(): the same struct files, one more reference each
+        for f in child.fdtable.values():
+            f.refcount += 1
+        return child
+
+    def _vm_area_dup_for_fork(self: MM, child: MM, vma: VMA) -> VMA:
+        """Models the per-VMA part of dup_mmap(): vm_area_dup(), clearing VM_LOCKED_MASK,
+        anon_vma_fork() (or no anon_vma for VM_WIPEONFORK), get_file() and vm_ops->open()."""
+        tmp = vma.copy()
+        tmp.vm_flags &= ~VM_LOCKED_MASK
+        if tmp.vm_flags & C.VM_WIPEONFORK:
+            tmp.anon_vma = None
+            tmp.avc_len = 0
+        elif vma.anon_vma is not None:
+            # anon_vma_fork(): the child's chain holds the parent's chain plus its own new anon_vma.
+            tmp.anon_vma = child._new_anon_vma()
+            tmp.avc_len = vma.avc_len + 1
+        if tmp.vm_file is not None:
+            tmp.vm_file.refcount += 1
+        if tmp.vm_ops is not None:
+            tmp.vm_ops.open(tmp)
+        return tmp
+
+    @staticmethod
+    def vma_needs_copy(dst: VMA, src: VMA) -> bool:
+        """Models mm/memory.c: vma_needs_copy(): copy the PTEs only where a fault could not rebuild
+        them (anonymous pages, PFN maps, guard markers)."""
+        return bool(dst.vm_flags & VM_COPY_ON_FORK) or src.anon_vma is not None
+
+    def copy_page_range(self: MM, child: MM, dst: VMA, src: VMA) -> None:
+        """Models mm/memory.c: copy_page_range(): the child's PTEs map the parent's pages.  For a COW
+        mapping both PTEs become read-only, which the model expresses through ``Page.mapcount`` > 1 (a
+        write fault then copies the page)."""
+        if not self.vma_needs_copy(dst, src):
+            return
+        for vpn, page in self.pt.items(src.vm_start >> PAGE_SHIFT, src.vm_end >> PAGE_SHIFT):
+            child.pt.set(vpn, page)
+
+    def _abort_fork(self: MM, failed_at: VMA) -> None:
+        """dup_mmap()'s fail_nomem path for the child: tear down what was copied.  The kernel then
+        frees the whole half-built mm; the model releases everything it took."""
+        self._trace("fork", "dup_mmap failed: commit charge", start=failed_at.vm_start)
+        self.exit_mmap()
+        self.exit_files()
+
+    def exit_mmap(self: MM) -> None:
+        """Models mm/mmap.c: exit_mmap(): unmap every VMA (unmap_vmas() drops each PTE's page
+        reference), call vm_ops->close, drop the file references and release the commit charge
+        (vm_unacct_memory()).  The counters (total_vm, locked_vm, ...) go back to zero; charges the
+        kernel leaked earlier (``leaked_commit``) stay."""
+        for vma in list(self.tree):
+            self.pt.zap(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
+            if vma.vm_ops is not None:
+                vma.vm_ops.close(vma)
+            self.vm_stat_account(vma.vm_flags, -vma.pages)
+            if vma.vm_flags & VM_LOCKED:
+                self.locked_vm -= vma.pages
+            if vma.vm_flags & VM_ACCOUNT:
+                self.vm_unacct_memory(vma.pages)
+            if vma.vm_file is not None:
+                vma.vm_file.refcount -= 1
+            self.tree.erase(vma)
+        # PTEs outside any VMA cannot exist (validate() checks it); free_pgtables() leaves none.
+        for vpn, _page in self.pt.all_items():
+            self.pt.zap(vpn, vpn + 1)
+        self._trace("exit", "exit_mmap")
+
+    def exit_files(self: MM) -> None:
+        """Models kernel/exit.c: exit_files() -> put_files_struct(): close every descriptor (drop the
+        reference ``dup_fd()`` took)."""
+        for f in self.fdtable.values():
+            f.refcount -= 1
+        self.fdtable.clear()

@@ -801,11 +801,10 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                         self._trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
                         e = -errno.EINVAL
                     if e:
-                        vm_file.refcount -= 1
+                        if vma.vm_file is not None:
+                            vma.vm_file.refcount -= 1  # fput(vma->vm_file)
                         self.pt.zap(addr >> PAGE_SHIFT, end >> PAGE_SHIFT)  # unmap_region(): undo partial PTEs
                         return unwind(e, "->mmap", True)
-                    if vma.vm_file is not vm_file:
-                        vm_file.refcount -= 1
                     vm_flags = vma.vm_flags
             elif vm_flags & VM_SHARED:
                 vma.vm_file = self.new_shmem_file("/dev/zero", length)

@@ -1,10 +1,471 @@
 """mremap(2): shrink, expand in place, move (MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP).
 
-Models mm/mremap.c.  Not implemented yet: the scenario executor reports ops that need it as unsupported.
+Models mm/mremap.c as restructured for Linux 6.17/6.18 (a ``struct vma_remap_struct`` threaded through
+check_mremap_params(), check_prep_vma(), mremap_at()/mremap_to(), move_vma() and, for a pure fixed move,
+remap_move() over several VMAs), plus mm/vma.c: copy_vma() and vma_merge_extend().
+
+What the model keeps from the kernel, and why it is observable:
+
+* the errno order (EINVAL argument checks before any VMA is looked up, then EFAULT / EPERM / EINVAL /
+  EAGAIN / ENOMEM from the VMA checks, then whatever the unmaps and the placement return);
+* copy_vma()'s pgoff rule (an anonymous VMA that never had an anon_vma takes ``new_addr >> 12``), which
+  decides merges at the destination, and that the page tables (Rss, data) move with the VMA;
+* the VM_ACCOUNT trick of unmap_source_vma() (the moved range is not uncharged, the pieces left behind
+  keep ``ac``), DONTUNMAP leaving the whole old VMA in place without its pages (and without ``lo``);
+* the population of the grown part of an mlocked VMA, done after the mmap lock is dropped.
 """
 
 from __future__ import annotations
 
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import constants as C
+from .constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MASK, VM_ACCOUNT, VM_LOCKED, page_align
+from .layout import get_unmapped_area
+
+if TYPE_CHECKING:
+    from .mm import MM
+    from .vma import VMA
+
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+# enum mremap_type
+MREMAP_NO_RESIZE = "no_resize"
+MREMAP_SHRINK = "shrink"
+MREMAP_EXPAND = "expand"
+
+
+@dataclass
+class VmaRemap:
+    """Models ``struct vma_remap_struct``: the state one mremap() call threads through its helpers."""
+
+    addr: int
+    old_len: int
+    new_len: int
+    flags: int
+    new_addr: int
+    vma: VMA | None = None
+    delta: int = 0
+    remap_type: str = MREMAP_NO_RESIZE
+    charged: int = 0
+    populate_expand: bool = False
+
+    def implies_new_addr(self) -> bool:
+        """vrm_implies_new_addr(): FIXED or DONTUNMAP always pick a target address."""
+        return bool(self.flags & (MREMAP_FIXED | MREMAP_DONTUNMAP))
+
+    def move_only(self) -> bool:
+        """vrm_move_only(): a FIXED move without a size change (may span several VMAs)."""
+        return bool(self.flags & MREMAP_FIXED) and self.old_len == self.new_len
+
+    def overlaps(self) -> bool:
+        """vrm_overlaps()."""
+        return self.addr + self.old_len > self.new_addr and self.new_addr + self.new_len > self.addr
+
+    def set_delta(self) -> None:
+        """vrm_set_delta() and vrm_remap_type()."""
+        self.delta = abs(self.old_len - self.new_len)
+        if not self.delta:
+            self.remap_type = MREMAP_NO_RESIZE
+        elif self.old_len > self.new_len:
+            self.remap_type = MREMAP_SHRINK
+        else:
+            self.remap_type = MREMAP_EXPAND
+
 
 class MremapMixin:
     """The mremap part of :class:`vmalab.mm.MM` (see the module docstring)."""
+
+    # ------------------------------------------------------------------------------------------------
+    # entry
+    def sys_mremap(self: MM, addr: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+        """Models mm/mremap.c: SYSCALL_DEFINE5(mremap) -> do_mremap(): returns the new address or -errno.
+
+        The arguments are taken as the unsigned longs the kernel sees."""
+        vrm = VmaRemap(addr & ULONG_MASK, page_align(old_len & ULONG_MASK) & ULONG_MASK,
+                       page_align(new_len & ULONG_MASK) & ULONG_MASK, flags & ULONG_MASK, new_addr & ULONG_MASK)
+        e = self._check_mremap_params(vrm)
+        if e:
+            return e
+        if not self._mremap_map_count_ok(before_unmaps=True):
+            return -errno.ENOMEM
+        if vrm.move_only():
+            res = self._remap_move(vrm)
+        else:
+            vrm.vma = self.tree.lookup(vrm.addr)
+            res = self._check_prep_vma(vrm)
+            if not res:
+                res = self._mremap_to(vrm) if vrm.implies_new_addr() else self._mremap_at(vrm)
+        if res >= 0 and vrm.populate_expand:
+            # do_mremap(): an mlocked VMA that grew is populated after the mmap lock is dropped.
+            start = vrm.new_addr + vrm.old_len
+            v = self.tree.lookup(start)
+            if v is not None and not v.vm_flags & C.VM_LOCKONFAULT:
+                self.mm_populate(start, vrm.delta)
+        return res
+
+    def _check_mremap_params(self: MM, vrm: VmaRemap) -> int:
+        """Models check_mremap_params(): the argument checks made before any VMA is looked up."""
+        if vrm.flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
+            return -errno.EINVAL
+        if vrm.addr & (PAGE_SIZE - 1):
+            return -errno.EINVAL
+        if not vrm.new_len or vrm.new_len > TASK_SIZE:
+            return -errno.EINVAL
+        if not vrm.implies_new_addr():
+            return 0
+        if vrm.new_addr > TASK_SIZE - vrm.new_len or vrm.new_addr & (PAGE_SIZE - 1):
+            return -errno.EINVAL
+        if not vrm.flags & MREMAP_MAYMOVE:
+            return -errno.EINVAL
+        if vrm.flags & MREMAP_DONTUNMAP and vrm.old_len != vrm.new_len:
+            return -errno.EINVAL
+        if vrm.overlaps():
+            return -errno.EINVAL
+        return 0
+
+    def _mremap_map_count_ok(self: MM, before_unmaps: bool) -> bool:
+        """Models __check_map_count_against_split(): headroom for the worst case of the move (the copy
+        does not merge and the source unmap splits: +2), plus, before the early unmaps (a shrink, or the
+        destination of MREMAP_FIXED), 2 more."""
+        count = self.map_count + (2 if before_unmaps else 0)
+        return count + 2 <= self.max_map_count
+
+    def _check_prep_vma(self: MM, vrm: VmaRemap) -> int:
+        """Models check_prep_vma(): the checks against the source VMA; 0 or -errno."""
+        vma = vrm.vma
+        if vma is None:
+            return -errno.EFAULT
+        if vma.vm_flags & C.VM_SEALED:
+            return -errno.EPERM
+        vrm.set_delta()
+        if not vrm.implies_new_addr():
+            vrm.new_addr = vrm.addr
+        if vrm.remap_type != MREMAP_EXPAND and not vrm.implies_new_addr():
+            return 0  # a shrink or a no-op maps nothing new
+        old_len, new_len = vrm.old_len, vrm.new_len
+        if not old_len and not vma.vm_flags & (C.VM_SHARED | C.VM_MAYSHARE):
+            return -errno.EINVAL  # "duplicating" a private mapping is refused
+        if vrm.flags & MREMAP_DONTUNMAP and vma.vm_flags & (C.VM_DONTEXPAND | C.VM_PFNMAP):
+            return -errno.EINVAL
+        if vrm.remap_type == MREMAP_SHRINK:
+            old_len = new_len  # the unmapped tail may cross VMA boundaries
+        if old_len > vma.vm_end - vrm.addr:
+            return -errno.EFAULT
+        if new_len == old_len:
+            return 0
+        if vma.vm_flags & VM_LOCKED:
+            vrm.populate_expand = True
+        pgoff = vma.pgoff_at(vrm.addr)
+        if pgoff + (new_len >> PAGE_SHIFT) > ULONG_MASK:
+            return -errno.EINVAL
+        if vma.vm_flags & (C.VM_DONTEXPAND | C.VM_PFNMAP):
+            return -errno.EFAULT
+        if not self.mlock_future_ok(vma.vm_flags & VM_LOCKED, vrm.delta):
+            return -errno.EAGAIN
+        if not self.may_expand_vm(vma.vm_flags, vrm.delta >> PAGE_SHIFT):
+            return -errno.ENOMEM
+        return 0
+
+    # ------------------------------------------------------------------------------------------------
+    # resize at the same address
+    def _mremap_at(self: MM, vrm: VmaRemap) -> int:
+        """Models mremap_at(): no-op, shrink in place, or expand (in place, else move with MAYMOVE)."""
+        if vrm.remap_type == MREMAP_NO_RESIZE:
+            return vrm.addr
+        if vrm.remap_type == MREMAP_SHRINK:
+            e = self._shrink_vma(vrm)
+            return e if e else vrm.addr
+        return self._expand_vma(vrm)
+
+    def _shrink_vma(self: MM, vrm: VmaRemap) -> int:
+        """Models shrink_vma(): unmap [addr + new_len, addr + old_len) and look the VMA up again."""
+        start = vrm.addr + vrm.new_len
+        e = self.do_munmap(start, start + vrm.delta)
+        vrm.vma = None
+        if e:
+            return e
+        vrm.vma = self.tree.lookup(vrm.addr)
+        return 0 if vrm.vma is not None else -errno.EFAULT
+
+    def _vma_expandable(self: MM, vma: VMA, delta: int) -> bool:
+        """Models vma_expandable(): nothing mapped in [vm_end, vm_end + delta) and the grown range passes
+        get_unmapped_area(MAP_FIXED) (which refuses to cross TASK_SIZE)."""
+        end = vma.vm_end + delta
+        if end > ULONG_MASK:
+            return False
+        if self.tree.find_intersection(vma.vm_end, end) is not None:
+            return False
+        got = get_unmapped_area(self, None, vma.vm_start, end - vma.vm_start, 0, C.MAP_FIXED, 0)
+        return got >= 0 and not got & (PAGE_SIZE - 1)
+
+    def _expand_vma(self: MM, vrm: VmaRemap) -> int:
+        """Models expand_vma(): in place when [addr, addr + old_len) ends at the VMA's end and the space
+        after it is free; otherwise a move (MREMAP_MAYMOVE) or ENOMEM."""
+        vma = vrm.vma
+        assert vma is not None
+        if vma.vm_end - vrm.addr == vrm.old_len and self._vma_expandable(vma, vrm.delta):
+            return self._expand_vma_in_place(vrm)
+        if not vrm.flags & MREMAP_MAYMOVE:
+            return -errno.ENOMEM
+        e = self._vrm_set_new_addr(vrm)
+        if e:
+            return e
+        return self._move_vma(vrm)
+
+    def _expand_vma_in_place(self: MM, vrm: VmaRemap) -> int:
+        """Models expand_vma_in_place() with mm/vma.c: vma_merge_extend(): the VMA is extended as a new
+        range merged after it, which can also swallow a compatible next VMA."""
+        vma = vrm.vma
+        assert vma is not None
+        if not self._vrm_calc_charge(vrm):
+            return -errno.ENOMEM
+        start, end = vma.vm_end, vma.vm_end + vrm.delta
+        nxt = self.tree.next(vma)
+        got = self.merge_new_range(start, end, vma.vm_flags, vma.vm_file, vma.vm_pgoff + vma.pages, vma, nxt,
+                                   anon_name=vma.anon_name, anon_vma=vma.anon_vma, op="mremap")
+        if got is None:
+            self._vrm_uncharge(vrm)
+            return -errno.ENOMEM
+        vrm.vma = got
+        self._vrm_stat_account(vrm, vrm.delta)
+        self._trace("mremap", "expanded in place", start=got.vm_start, end=got.vm_end)
+        return vrm.addr
+
+    # ------------------------------------------------------------------------------------------------
+    # moves
+    def _mremap_to(self: MM, vrm: VmaRemap) -> int:
+        """Models mremap_to(): FIXED unmaps the destination first; a shrink happens before the move."""
+        if vrm.flags & MREMAP_FIXED:
+            e = self.do_munmap(vrm.new_addr, vrm.new_addr + vrm.new_len)
+            vrm.vma = None
+            if e:
+                return e
+            vrm.vma = self.tree.lookup(vrm.addr)
+            if vrm.vma is None:
+                return -errno.EFAULT
+        if vrm.remap_type == MREMAP_SHRINK:
+            e = self._shrink_vma(vrm)
+            if e:
+                return e
+            vrm.old_len = vrm.new_len
+        if vrm.flags & MREMAP_DONTUNMAP:
+            assert vrm.vma is not None
+            if not self.may_expand_vm(vrm.vma.vm_flags, vrm.old_len >> PAGE_SHIFT):
+                return -errno.ENOMEM
+        e = self._vrm_set_new_addr(vrm)
+        if e:
+            return e
+        return self._move_vma(vrm)
+
+    def _vrm_set_new_addr(self: MM, vrm: VmaRemap) -> int:
+        """Models vrm_set_new_addr(): MAP_FIXED for MREMAP_FIXED, new_addr as a hint for DONTUNMAP alone,
+        else the normal (top-down) search; the file's pgoff and MAP_SHARED steer file placement."""
+        vma = vrm.vma
+        assert vma is not None
+        map_flags = C.MAP_FIXED if vrm.flags & MREMAP_FIXED else 0
+        if vma.vm_flags & C.VM_MAYSHARE:
+            map_flags |= C.MAP_SHARED
+        hint = vrm.new_addr if vrm.implies_new_addr() else 0
+        res = get_unmapped_area(self, vma.vm_file, hint, vrm.new_len, vma.pgoff_at(vrm.addr), map_flags, 0)
+        if res < 0:
+            return res
+        vrm.new_addr = res
+        return 0
+
+    def _vrm_calc_charge(self: MM, vrm: VmaRemap) -> bool:
+        """Models vrm_calc_charge(): charge the growth (or, with DONTUNMAP, the whole new VMA)."""
+        vma = vrm.vma
+        assert vma is not None
+        if not vma.vm_flags & VM_ACCOUNT:
+            return True
+        charged = (vrm.new_len if vrm.flags & MREMAP_DONTUNMAP else vrm.delta) >> PAGE_SHIFT
+        if not self.vm_enough_memory(charged):
+            return False
+        vrm.charged = charged
+        return True
+
+    def _vrm_uncharge(self: MM, vrm: VmaRemap) -> None:
+        """Models vrm_uncharge()."""
+        if vrm.vma is not None and vrm.vma.vm_flags & VM_ACCOUNT:
+            self.vm_unacct_memory(vrm.charged)
+        vrm.charged = 0
+
+    def _vrm_stat_account(self: MM, vrm: VmaRemap, nbytes: int) -> None:
+        """Models vrm_stat_account(): total/data/exec/stack_vm and locked_vm for the added pages."""
+        vma = vrm.vma
+        assert vma is not None
+        pages = nbytes >> PAGE_SHIFT
+        self.vm_stat_account(vma.vm_flags, pages)
+        if vma.vm_flags & VM_LOCKED:
+            self.locked_vm += pages
+
+    def _prep_move_vma(self: MM, vrm: VmaRemap) -> int:
+        """Models prep_move_vma(): map_count headroom and vm_ops->may_split at both ends."""
+        vma = vrm.vma
+        assert vma is not None
+        if not self._mremap_map_count_ok(before_unmaps=False):
+            return -errno.ENOMEM
+        if vma.vm_ops is not None:
+            e = 0
+            if vma.vm_start != vrm.addr:
+                e = vma.vm_ops.may_split(vma, vrm.addr)
+            if not e and vma.vm_end != vrm.addr + vrm.old_len:
+                e = vma.vm_ops.may_split(vma, vrm.addr + vrm.old_len)
+            if e:
+                return e
+        return 0
+
+    def _move_vma(self: MM, vrm: VmaRemap) -> int:
+        """Models move_vma(): copy the VMA to new_addr (copy_vma), move the page tables, account, then
+        unmap the source range (or, with DONTUNMAP, keep the old VMA without its pages)."""
+        e = self._prep_move_vma(vrm)
+        if e:
+            return e
+        if not self._vrm_calc_charge(vrm):
+            return -errno.ENOMEM
+        new_vma = self._copy_vma_and_data(vrm)
+        self._vrm_stat_account(vrm, vrm.new_len)
+        if vrm.flags & MREMAP_DONTUNMAP:
+            self._dontunmap_complete(vrm, new_vma)
+        else:
+            self._unmap_source_vma(vrm)
+        self._trace("mremap", "moved", addr=vrm.addr, start=vrm.new_addr, end=vrm.new_addr + vrm.new_len)
+        return vrm.new_addr
+
+    def copy_vma(self: MM, vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
+        """Models mm/vma.c: copy_vma(): a VMA like ``vma`` at [addr, addr + length), merged with the
+        neighbours there when compatible.  An anonymous VMA that never had an anon_vma takes
+        ``pgoff = addr >> PAGE_SHIFT``, so it can merge where it lands; otherwise the pgoff is kept."""
+        if vma.is_anonymous() and vma.anon_vma is None:
+            pgoff = addr >> PAGE_SHIFT
+        end = addr + length
+        prev = self.tree.prev(addr)
+        nxt = self.tree.next(end)
+        got = self.merge_new_range(addr, end, vma.vm_flags, vma.vm_file, pgoff, prev, nxt,
+                                   anon_name=vma.anon_name, anon_vma=vma.anon_vma, op="mremap")
+        if got is not None:
+            return got
+        new = vma.copy()  # vm_area_dup() + anon_vma_clone()
+        new.vm_start, new.vm_end, new.vm_pgoff = addr, end, pgoff
+        if new.vm_file is not None:
+            new.vm_file.refcount += 1
+        if new.vm_ops is not None:
+            new.vm_ops.open(new)
+        self.tree.insert(new)
+        self._trace("mremap", "new vma", start=addr, end=end)
+        return new
+
+    def _copy_vma_and_data(self: MM, vrm: VmaRemap) -> VMA:
+        """Models copy_vma_and_data(): copy_vma() then move_page_tables() (all PTEs move; the model has no
+        page-table allocation failure, so the revert path is not taken)."""
+        vma = vrm.vma
+        assert vma is not None
+        new_vma = self.copy_vma(vma, vrm.new_addr, vrm.new_len, vma.pgoff_at(vrm.addr))
+        if vrm.old_len:
+            self.pt.move(vrm.addr >> PAGE_SHIFT, vrm.new_addr >> PAGE_SHIFT, vrm.old_len >> PAGE_SHIFT)
+        # the source VMA may have been merged into the new one: look it up again.
+        vrm.vma = self.tree.lookup(vrm.addr) or new_vma
+        return new_vma
+
+    def _unmap_source_vma(self: MM, vrm: VmaRemap) -> None:
+        """Models unmap_source_vma(): unmap [addr, addr + old_len) without uncharging it (its charge moved
+        to the new VMA): VM_ACCOUNT is cleared on the source for the unmap and set again on the pieces of
+        it that remain."""
+        vma = vrm.vma
+        assert vma is not None
+        start, end = vrm.addr, vrm.addr + vrm.old_len
+        accountable = bool(vma.vm_flags & VM_ACCOUNT)
+        vm_start, vm_end = vma.vm_start, vma.vm_end
+        if accountable:
+            vma.vm_flags &= ~VM_ACCOUNT
+            self.committed -= vma.pages  # keep committed == VM_ACCOUNT pages while the flag is off
+        e = self.do_munmap(start, end) if end > start else -errno.EINVAL
+        vrm.vma = None
+        if e:
+            # "OOM: unable to split vma, just get accounts right" (also the old_len == 0 duplicate case).
+            if accountable:
+                vma.vm_flags |= VM_ACCOUNT
+                self.committed += vma.pages
+            return
+        if accountable:
+            if vm_start < start:
+                left = self.tree.prev(start)
+                if left is not None and not left.vm_flags & VM_ACCOUNT:
+                    left.vm_flags |= VM_ACCOUNT
+                    self.committed += left.pages
+            if vm_end > end:
+                right = self.tree.next(end)
+                if right is not None and not right.vm_flags & VM_ACCOUNT:
+                    right.vm_flags |= VM_ACCOUNT
+                    self.committed += right.pages
+
+    def _dontunmap_complete(self: MM, vrm: VmaRemap, new_vma: VMA) -> None:
+        """Models dontunmap_complete(): the old VMA stays as it is (not split) but loses VM_LOCKED and
+        VM_LOCKONFAULT; if all of it was moved it also loses its anon_vma."""
+        vma = vrm.vma
+        assert vma is not None
+        if vma.vm_flags & VM_LOCKED:
+            # The kernel leaves locked_vm as it is here; the model keeps locked_vm equal to the pages of
+            # VM_LOCKED VMAs (an invariant of validate()).
+            self.locked_vm -= vma.pages
+        vma.vm_flags &= ~C.VM_LOCKED_MASK
+        if new_vma is not vma and vrm.addr == vma.vm_start and vrm.addr + vrm.old_len == vma.vm_end:
+            vma.anon_vma = None
+            vma.avc_len = 0
+
+    def _remap_move(self: MM, vrm: VmaRemap) -> int:
+        """Models remap_move() (6.17+): a MREMAP_FIXED move with old_len == new_len moves every VMA in
+        [addr, addr + old_len), keeping the holes between them; the range must start in a VMA."""
+        start, end = vrm.addr, vrm.addr + vrm.old_len
+        target = vrm.new_addr
+        res = -errno.EFAULT
+        seen = False
+        last_end = 0
+        cursor = start
+        while True:
+            vma = self.tree.find_intersection(cursor, end)
+            if vma is None:
+                break
+            addr = max(vma.vm_start, start)
+            length = min(end, vma.vm_end) - addr
+            if not seen and start < vma.vm_start:
+                return -errno.EFAULT
+            offset = vma.vm_start - last_end if seen else 0
+            last_end = vma.vm_end
+            cursor = vma.vm_end
+            sub = VmaRemap(addr, length, length, vrm.flags, target + offset, vma=vma)
+            multi = self._vma_multi_allowed(vma)
+            if not multi and (seen or vma.vm_end < end):
+                return -errno.EFAULT
+            r = self._check_prep_vma(sub)
+            if not r:
+                r = self._mremap_to(sub)
+            if r < 0:
+                return r
+            if not seen:
+                res = r
+            seen = True
+            target = r + length
+        return res
+
+    @staticmethod
+    def _vma_multi_allowed(vma: VMA) -> bool:
+        """Models vma_multi_allowed(): a file whose own get_unmapped_area might not honour MAP_FIXED
+        (other than shmem and thp_get_unmapped_area) cannot be part of a multi-VMA move."""
+        f = vma.vm_file
+        if f is None or f.f_op.get_unmapped_area is None:
+            return True
+        return f.f_op.get_unmapped_area in ("shmem", "thp")
+
+    # ------------------------------------------------------------------------------------------------
+    def mremap(self: MM, addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
+        """mremap(2): returns the new address or raises OSError."""
+        r = self.sys_mremap(addr, old_len, new_len, flags, new_addr)
+        if r < 0:
+            raise OSError(-r, errno.errorcode.get(-r, str(-r)))
+        return r

@@ -84,12 +84,15 @@ class KernelProfile:
 
     # shared pieces for the profiles with actions
     def _unmap_new(self, mm: MM, vma: VMA, err: int, is_compat: bool) -> None:
+        """The unmap of a new VMA whose action failed.  In the compat path the VMA is still detached:
+        only 6.19/7.0 get here with ``is_compat`` (their compat_vma_mmap() called do_munmap(), which
+        finds nothing in the tree and WARNs in vma_mark_detached())."""
         start, end = vma.vm_start, vma.vm_end
-        mm._trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
         if is_compat:
             mm._trace("mmap", "WARN: do_munmap() on a detached VMA (compat path)", start=start, end=end)
             return
         mm.do_munmap(start, end)
+        mm._trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
 
     def _rmap_unlock(self, mm: MM, vma: VMA, action: MmapAction) -> None:
         if action.hide_from_rmap_until_complete and vma.vm_file is not None:
