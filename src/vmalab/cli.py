@@ -87,21 +87,33 @@ def main() -> None:
     """vmalab: an executable, Linux-faithful model of a process address space."""
 
 
+def _profile_option(f: Any) -> Any:
+    from .profiles import PROFILES
+    return click.option("--kernel-profile", "profile", type=click.Choice(list(PROFILES)), default=None,
+                        help="Kernel profile of the model (default: the scenario's kernel_profile, else 6.18).")(f)
+
+
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result object of the scenario format.")
 @click.option("--kernel", is_flag=True, help="Run on this machine's live kernel instead of the model.")
 @click.option("--trace", is_flag=True, help="Print the model's trace events after the results.")
-def run(scenario: str, as_json: bool, kernel: bool, trace: bool) -> None:
+@click.option("--all-profiles", is_flag=True, help="Run on the model under every kernel profile and show how "
+              "the outcome changes.")
+@_profile_option
+def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None) -> None:
     """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
     scn = _load(scenario)
+    if all_profiles:
+        _run_all_profiles(scn, as_json, trace)
+        return
     if kernel:
         result = _kernel_run(scn)
     else:
         from .execute import ModelRunner, check_supported
         try:
             check_supported(scn)
-            runner = ModelRunner(scn, validate=True, trace=trace)
+            runner = ModelRunner(scn, validate=True, trace=trace, kernel=profile)
             result = runner.run()
         except ModelUnsupported as e:
             raise CliError(str(e)) from None
@@ -118,6 +130,53 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool) -> None:
             click.echo("# trace")
             for ev in runner.mm.trace:
                 click.echo(f"  {ev}")
+
+
+def _run_all_profiles(scn: Any, as_json: bool, trace: bool) -> None:
+    """Run a scenario under every profile; print each op's outcome per profile, and the trace if asked."""
+    from .driver import ProfileFeatureError
+    from .execute import ModelRunner, check_supported
+    from .profiles import PROFILES
+    try:
+        check_supported(scn)
+    except ModelUnsupported as e:
+        raise CliError(str(e)) from None
+    outcomes: dict[str, Any] = {}
+    traces: dict[str, list[str]] = {}
+    for name in PROFILES:
+        try:
+            runner = ModelRunner(scn, validate=True, trace=trace, kernel=name)
+            outcomes[name] = runner.run()
+            traces[name] = [str(ev) for ev in runner.mm.trace]
+        except ProfileFeatureError as e:
+            outcomes[name] = {"unavailable": str(e)}
+        except ModelUnsupported as e:
+            outcomes[name] = {"unavailable": str(e)}
+    if as_json:
+        click.echo(json.dumps(outcomes, indent=1))
+        return
+    from .execute import summarize_result
+    for name, res in outcomes.items():
+        click.echo(f"== kernel profile {name}")
+        if "unavailable" in res:
+            click.echo(f"   not available: {res['unavailable']}")
+            continue
+        for line in summarize_result(res):
+            click.echo(f"   {line}")
+        if trace:
+            for ev in traces[name]:
+                click.echo(f"     trace: {ev}")
+
+
+@main.command()
+def profiles() -> None:
+    """List the kernel profiles and what each has."""
+    from .profiles import PROFILES
+    for name, p in PROFILES.items():
+        click.echo(f"{name:<8} {p.summary}")
+        feats = p.features()
+        on = [k for k, v in feats.items() if v is True]
+        click.echo(f"         {', '.join(on) or '-'}; actions: {', '.join(feats['action_types']) or '-'}")
 
 
 @main.command()

@@ -57,10 +57,16 @@ class ModelRunner:
     """Executes one scenario on a fresh :class:`MM`; ``validate`` runs ``mm.validate()`` after every op."""
 
     def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool = False,
-                 trace: bool = False) -> None:
+                 trace: bool = False, kernel: str | None = None) -> None:
         self.scn = scn
         rl = scn.rlimit_stack if scn.rlimit_stack is not None else 8 << 20
-        self.mm = MM(rlimit_stack=rl)
+        profile = kernel or scn.raw.get("kernel_profile") or "6.18"
+        if not isinstance(profile, str):
+            raise ModelUnsupported("kernel_profile must be a string")
+        try:
+            self.mm = MM(rlimit_stack=rl, kernel=profile)
+        except ValueError as e:
+            raise ModelUnsupported(str(e)) from None
         self.mm.tracing = trace
         import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
         self.validate = validate
@@ -96,7 +102,13 @@ class ModelRunner:
         entry: dict[str, int] | None = self.fds.get(spec.key)
         if entry is None:
             size = spec.size or 0
-            if spec.kind == "memfd":
+            if spec.kind == "dev":
+                from .drivers import open_driver
+                try:
+                    fd = open_driver(mm, spec.name, size)
+                except ValueError as e:
+                    raise ModelUnsupported(str(e)) from None
+            elif spec.kind == "memfd":
                 fd = mm.memfd_create(spec.name, size)
             elif spec.kind == "secretmem":
                 fd = mm.memfd_secret(size)
@@ -269,7 +281,7 @@ class ModelRunner:
                 self.mm.validate()
             results.append(res)
         return {"name": self.scn.name, "description": self.scn.description,
-                "env": {"kernel": "model-" + self.mm.kernel, "machine": "x86_64", "base": f"{BASE:#x}",
+                "env": {"kernel": "model-" + self.mm.profile.name, "machine": "x86_64", "base": f"{BASE:#x}",
                         "window": self.scn.window},
                 "results": results}
 
@@ -282,7 +294,21 @@ def check_supported(scn: Scenario) -> None:
 
 
 def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool = False,
-                 trace: bool = False) -> dict[str, Any]:
-    """Run a scenario on a fresh model and return the result object of the scenario format."""
+                 trace: bool = False, kernel: str | None = None) -> dict[str, Any]:
+    """Run a scenario on a fresh model (under kernel profile ``kernel``, default the scenario's
+    ``kernel_profile`` or 6.18) and return the result object of the scenario format."""
     check_supported(scn)
-    return ModelRunner(scn, initial_maps, validate, trace).run()
+    return ModelRunner(scn, initial_maps, validate, trace, kernel).run()
+
+
+def summarize_result(result: dict[str, Any]) -> list[str]:
+    """One short line per op of a result (for comparing profiles side by side)."""
+    out = []
+    for i, r in enumerate(result["results"]):
+        if "vmas" in r:
+            shape = ", ".join(f"{v['start']}-{v['end']} {v['perms']} [{v['vmflags']}]" for v in r["vmas"])
+            out.append(f"{i:3d} {r['op']}: {shape or '(no VMAs)'}")
+            continue
+        ret = f"-1 {r['errno']}" if r.get("errno") else (f"-1 {r['signal']}" if r.get("signal") else r.get("ret"))
+        out.append(f"{i:3d} {r['op']} -> {ret}")
+    return out

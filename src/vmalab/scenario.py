@@ -120,6 +120,7 @@ def parse_addr(value: Any, what: str = "addr") -> Addr:
 
 # --- fd specs ----------------------------------------------------------------------------------------
 FILE_KINDS = ("memfd", "disk", "tmpfs", "secretmem")
+MODEL_ONLY_KINDS = ("dev",)  # built-in model drivers: "dev:NAME[:SIZE]" (see vmalab.drivers)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,11 @@ def parse_fd(value: Any, what: str = "fd") -> FdSpec:
         except ValueError:
             raise ScenarioError(f"{what}: bad raw descriptor {value!r}") from None
     kind, _, rest = value.partition(":")
+    if kind == "dev":
+        name, _, size_s = rest.partition(":")
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ScenarioError(f"{what}: bad driver name in {value!r}")
+        return FdSpec("dev", name, parse_size(size_s, what) if size_s else None)
     if kind not in FILE_KINDS:
         raise ScenarioError(f"{what}: unknown fd kind {kind!r} in {value!r}")
     parts = rest.split(":")
@@ -237,7 +243,7 @@ class Scenario:
         out: dict[tuple[str, str], FdSpec] = {}
         for op in self.iter_ops():
             fd = op.p.get("fd")
-            if isinstance(fd, FdSpec) and fd.kind in FILE_KINDS and fd.key not in out:
+            if isinstance(fd, FdSpec) and fd.kind in FILE_KINDS + MODEL_ONLY_KINDS and fd.key not in out:
                 out[fd.key] = fd
         return out
 
@@ -328,7 +334,7 @@ def parse_scenario(raw: Any) -> Scenario:
     """Validate and parse a scenario object (already decoded from JSON)."""
     if not isinstance(raw, dict):
         raise ScenarioError("a scenario must be a JSON object")
-    allowed = {"name", "description", "window", "rlimit_stack", "ops", "format", "expect", "reason"}
+    allowed = {"name", "description", "window", "rlimit_stack", "ops", "format", "expect", "reason", "kernel_profile"}
     for key in raw:
         if key not in allowed:
             raise ScenarioError(f"unknown scenario field {key!r}")
@@ -376,10 +382,51 @@ COMPARED_OP_FIELDS = ("ret", "errno", "signal", "value", "vec", "failed_at")
 COMPARED_VMA_FIELDS = ("start", "end", "perms", "pgoff", "name", "rss_kb", "vmflags", "locked_kb")
 
 
+# Fields of a snapshot VMA that are not compared when the VMA overlaps one of the process's initial VMAs.
+MASKED_INITIAL_VMA_FIELDS = ("rss_kb", "locked_kb")
+
+
+def _result_addr(text: Any) -> int | None:
+    """An address of a result (``base+0x..``, ``base-0x..`` or ``0x..``) as a number."""
+    if not isinstance(text, str):
+        return None
+    try:
+        if text.startswith("base+"):
+            return BASE + int(text[5:], 16)
+        if text.startswith("base-"):
+            return BASE - int(text[5:], 16)
+        return int(text, 16)
+    except (ValueError, IndexError):
+        return None
+
+
+def initial_ranges(result: dict[str, Any]) -> list[tuple[int, int]]:
+    """The ranges of the initial VMAs a result records (``env.initial_maps``; empty if it has none)."""
+    text = result.get("env", {}).get("initial_maps") or ""
+    out: list[tuple[int, int]] = []
+    for line in text.splitlines():
+        head = line.split(" ", 1)[0]
+        lo, sep, hi = head.partition("-")
+        try:
+            if sep:
+                out.append((int(lo, 16), int(hi, 16)))
+        except ValueError:
+            continue
+    return out
+
+
 def compare_results(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
     """Field-by-field comparison of two result objects, as the format defines agreement.  Returns a list
-    of human-readable differences (empty when the results agree)."""
+    of human-readable differences (empty when the results agree).
+
+    Masking rule (``docs/oracle.md``): the runner's own VMAs — program, bss, ``[heap]``, vDSO, ``[stack]``,
+    everything in ``env.initial_maps`` of either result — hold pages the runner itself touched before and
+    between ops, which the model cannot know.  So for a snapshot VMA (also a fork child's) whose range
+    overlaps an initial VMA, ``rss_kb`` and ``locked_kb`` are not compared; start, end, perms, pgoff, name
+    and vmflags still are.  Windowed snapshots never contain such VMAs (the window is proven empty), so the
+    rule only matters for ``"window": false`` and range snapshots."""
     diffs: list[str] = []
+    ranges = initial_ranges(expected) or initial_ranges(got)
     er, gr = expected.get("results", []), got.get("results", [])
     if len(er) != len(gr):
         diffs.append(f"number of results: expected {len(er)}, got {len(gr)}")
@@ -395,23 +442,33 @@ def compare_results(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
             ec, gc = e.get("child") or {}, g.get("child") or {}
             if ec.get("reads") != gc.get("reads"):
                 diffs.append(f"{where}: child reads expected {ec.get('reads')!r}, got {gc.get('reads')!r}")
-            diffs += [f"{where}: child {d}" for d in _compare_vmas(ec.get("vmas") or [], gc.get("vmas") or [])]
+            diffs += [f"{where}: child {d}"
+                      for d in _compare_vmas(ec.get("vmas") or [], gc.get("vmas") or [], ranges)]
         if "vmas" in e or "vmas" in g:
-            diffs += [f"{where}: {d}" for d in _compare_vmas(e.get("vmas") or [], g.get("vmas") or [])]
+            diffs += [f"{where}: {d}" for d in _compare_vmas(e.get("vmas") or [], g.get("vmas") or [], ranges)]
     return diffs
 
 
-def _vma_key(v: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(v.get(k) if k != "locked_kb" else (v.get(k) or 0) for k in COMPARED_VMA_FIELDS)
+def _vma_key(v: dict[str, Any], fields: tuple[str, ...] = COMPARED_VMA_FIELDS) -> tuple[Any, ...]:
+    return tuple(v.get(k) if k != "locked_kb" else (v.get(k) or 0) for k in fields)
 
 
-def _compare_vmas(ev: list[dict[str, Any]], gv: list[dict[str, Any]]) -> list[str]:
+def _overlaps_initial(v: dict[str, Any], ranges: list[tuple[int, int]]) -> bool:
+    lo, hi = _result_addr(v.get("start")), _result_addr(v.get("end"))
+    return lo is not None and hi is not None and any(s < hi and lo < e for s, e in ranges)
+
+
+def _compare_vmas(ev: list[dict[str, Any]], gv: list[dict[str, Any]],
+                  ranges: list[tuple[int, int]] | None = None) -> list[str]:
     out: list[str] = []
     if len(ev) != len(gv):
         out.append(f"{len(ev)} VMAs expected, got {len(gv)}")
     for j, (a, b) in enumerate(zip(ev, gv, strict=False)):
-        if _vma_key(a) != _vma_key(b):
-            fields = [k for k in COMPARED_VMA_FIELDS if (a.get(k) or (0 if k == "locked_kb" else None))
+        cmp = COMPARED_VMA_FIELDS
+        if ranges and (_overlaps_initial(a, ranges) or _overlaps_initial(b, ranges)):
+            cmp = tuple(k for k in COMPARED_VMA_FIELDS if k not in MASKED_INITIAL_VMA_FIELDS)
+        if _vma_key(a, cmp) != _vma_key(b, cmp):
+            fields = [k for k in cmp if (a.get(k) or (0 if k == "locked_kb" else None))
                       != (b.get(k) or (0 if k == "locked_kb" else None))]
             out.append(f"vma {j}: {', '.join(fields)} differ: expected {vma_line(a)} | got {vma_line(b)}")
     if len(ev) != len(gv):

@@ -236,6 +236,9 @@ class _Build:
                 if self.shm_dir is None:
                     self.shm_dir = tempfile.mkdtemp(prefix="vmalab-", dir=SHM_TMP)
                 self.header.append(f"file {idx} tmpfs {has_size} {size} {self.shm_dir}/{spec.name}")
+            elif spec.kind == "dev":
+                raise KernelRunnerError(f"fd kind dev:{spec.name} is a model-only driver: the live kernel "
+                                        "cannot run this scenario")
             else:
                 raise KernelRunnerError(f"unknown fd kind {spec.kind!r}")
         skey = (spec.kind, spec.name, spec.mode)
@@ -354,6 +357,10 @@ def _preexec(rlimit_stack: int | None) -> Any:
 def run_on_kernel(scn: Scenario, *, timeout: float = 120.0) -> dict[str, Any]:
     """Run ``scn`` in a fresh child process on this machine's kernel and return the RESULT object
     (``name``, ``description``, ``env``, ``results``).  Every failure raises :class:`KernelRunnerError`."""
+    profile = scn.raw.get("kernel_profile")
+    if profile not in (None, "6.18"):
+        raise KernelRunnerError(f"scenario {scn.name!r} asks for kernel profile {profile!r}; the live kernel is "
+                                "6.18: run it on the model")
     runner = ensure_runner()
     b = _build(scn)
     try:
