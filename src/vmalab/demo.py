@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from . import constants as C
@@ -75,5 +77,51 @@ def run_demo() -> None:
     click.echo("  (the hole case changed the VMAs before the hole first, as Linux does:)")
     _show(mm, BASE, BASE + 0x10000)
     mm.validate()
+    run_driver_demo()
     click.echo("\nvalidate(): all invariants hold.  Next: `vmalab run tests/scenarios/<name>.json --kernel`"
                " runs a scenario on the live kernel.")
+
+
+class PfnDemoDevice:
+    """The demo's driver: ``mmap_prepare`` asks the core to remap the whole VMA to physical frames and
+    to hide the VMA from rmap walkers until that is done (the pattern hugetlbfs used in 6.19)."""
+
+    @staticmethod
+    def make() -> Any:
+        from .driver import mmap_action_remap_full
+        from .files import FileOperations
+
+        class PfnDevice(FileOperations):
+            has_mmap_prepare = True
+
+            def mmap_prepare(self, desc: Any) -> int:
+                mmap_action_remap_full(desc, start_pfn=0xFEE00)
+                desc.action.hide_from_rmap_until_complete = True
+                return 0
+
+        return PfnDevice()
+
+
+def run_driver_demo() -> None:
+    from .profiles import PROFILES
+    _step("6. the driver contract: a PFN-remapping driver under two kernel profiles")
+    click.echo("  class PfnDevice(FileOperations):\n      has_mmap_prepare = True\n"
+               "      def mmap_prepare(self, desc):\n          mmap_action_remap_full(desc, start_pfn=0xFEE00)\n"
+               "          desc.action.hide_from_rmap_until_complete = True\n          return 0")
+    for kernel in ("6.19", "7.1"):
+        for fail in (False, True):
+            mm = MM(kernel=kernel)
+            mm.tracing = True
+            fd = mm.open_device("/dev/pfndemo", PfnDemoDevice.make())
+            if fail:
+                mm.fail_plan["action_complete"] = (1, -5)  # the remap fails with -EIO
+            r = mm.sys_mmap(BASE, 4 * 4096, RW, C.MAP_SHARED | C.MAP_FIXED, fd, 0)
+            what = "mmap with the remap failing (-EIO injected)" if fail else "mmap"
+            res = f"{r:#x}" if r >= 0 else C.ERRNO_NAMES.get(-r, str(r))
+            click.echo(f"\n  [{kernel}: {PROFILES[kernel].summary}] {what} -> {res}")
+            for ev in mm.trace:
+                click.echo(f"    trace: {ev}")
+            _show(mm, BASE, BASE + (1 << 30))
+            if not mm.tree.range(BASE, BASE + (1 << 30)):
+                click.echo("    (no VMA left in the window: the failed mapping was unmapped)")
+            mm.validate()

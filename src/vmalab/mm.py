@@ -61,11 +61,13 @@ from .mlock import MlockMixin
 from .mremap import MremapMixin
 from .mseal import MsealMixin
 from .msync import MsyncMixin
-from .pagetable import FILE, ZERO, PageTable
+from .pagetable import FILE, GUARD, PFN, ZERO, PageTable
 from .profiles import DEFAULT_PROFILE, get_profile
 from .vma import VMA, AnonVma, VmaTree
 
 VM_STACK = VM_GROWSDOWN
+# smaps counts the pages vm_normal_page() returns: not the zero page, guard markers or raw PFNs
+NOT_IN_RSS = (ZERO, GUARD, PFN)
 
 
 class ValidationError(AssertionError):
@@ -229,6 +231,12 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             fd += 1
         self.fdtable[fd] = f
         return fd
+
+    def open_device(self, path: str, f_op: FileOperations, size: int = 0, *, mode: str = "rw") -> int:
+        """Open a character device driven by ``f_op`` (a driver written for vmalab); returns the fd."""
+        inode = Inode(self._alloc_ino(), (0, 0x0F), mode=S_IFCHR, size=size or (1 << 40))
+        fmode = {"rw": FMODE_READ | FMODE_WRITE, "ro": FMODE_READ, "wo": FMODE_WRITE}[mode]
+        return self._install_fd(File(inode, f_op, path, f_mode=fmode, owner=self))
 
     def new_shmem_file(self, name: str, size: int, deleted: bool = True) -> File:
         """shmem_kernel_file_setup(): an unlinked shmem file (shared anonymous memory, /dev/zero)."""
@@ -953,6 +961,11 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         self.vm_stat_account(oldflags, -nrpages)
         self.vm_stat_account(newflags, nrpages)
         # change_protection(): a PTE that no longer permits access stays, permissions are per VMA here.
+        # A private VM_LOCKED VMA becoming writable: populate_vma_page_range() breaks COW now (not for
+        # VM_LOCKONFAULT, which populate_vma_page_range() leaves alone).
+        if ((oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE
+                and not newflags & C.VM_LOCKONFAULT):
+            self.mm_populate(start, end - start)
         return r
 
     # ------------------------------------------------------------------------------------------------
@@ -991,26 +1004,31 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
     # ------------------------------------------------------------------------------------------------
     # residency queries
     def rss_pages(self, vma: VMA) -> int:
-        """Rss of a VMA in pages: mapped PTEs other than the zero page."""
+        """Rss of a VMA in pages: mapped PTEs other than the zero page (and guard markers)."""
         return sum(1 for _, p in self.pt.items(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
-                   if p.kind != ZERO)
+                   if p.kind not in NOT_IN_RSS)
 
     def pss_bytes(self, vma: VMA) -> int:
         """Pss of a VMA in bytes (PAGE_SIZE divided by each page's mapcount, as smaps rounds)."""
         total = 0
         for _, p in self.pt.items(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
-            if p.kind != ZERO:
+            if p.kind not in NOT_IN_RSS:
                 total += (PAGE_SIZE << 12) // max(p.mapcount, 1)
         return total >> 12
 
     def mincore_vma(self, vma: VMA, start: int, end: int) -> str:
-        """Models mm/mincore.c for one VMA: PTE presence, or page-cache residency for file pages."""
+        """Models mm/mincore.c: can_do_mincore() + mincore_pte_range() for one VMA: a present PTE is 1;
+        an empty PTE or a guard marker looks up the page cache when the VMA has a file (also private
+        /dev/zero, whose cache is empty), else 0; a VMA without file that is not anonymous ([vvar])
+        reports every page resident."""
+        if vma.vm_file is None and not vma.is_anonymous():
+            return "1" * ((end - start) >> PAGE_SHIFT)
         out = []
         for a in range(start, end, PAGE_SIZE):
             p = self.pt.get(a >> PAGE_SHIFT)
-            if p is not None:
+            if p is not None and p.kind != GUARD:
                 out.append("1")
-            elif vma.vm_file is not None and not vma.is_anonymous():
+            elif vma.vm_file is not None:
                 out.append("1" if vma.pgoff_at(a) in vma.vm_file.inode.pages else "0")
             else:
                 out.append("0")
@@ -1056,8 +1074,18 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             problems.append(f"committed {self.committed} != VM_ACCOUNT pages {accounted} + leaked "
                             f"{self.leaked_commit}")
         for vpn, _p in self.pt.all_items():
-            if self.tree.lookup(vpn << PAGE_SHIFT) is None:
+            owner = self.tree.lookup(vpn << PAGE_SHIFT)
+            if owner is None:
                 problems.append(f"PTE at {vpn << PAGE_SHIFT:#x} outside any VMA")
+                break
+            if _p.kind == "anon" and owner.anon_vma is None:
+                # an anonymous page is always reachable through its VMA's anon_vma (rmap); page tables
+                # moved by mremap must land in a VMA that has one
+                problems.append(f"anonymous page at {vpn << PAGE_SHIFT:#x} in a VMA without anon_vma")
+                break
+            if _p.kind == GUARD and not owner.vm_flags & C.VM_MAYBE_GUARD:
+                # MADV_GUARD_INSTALL sets the sticky VM_MAYBE_GUARD on every VMA it puts markers in
+                problems.append(f"guard marker at {vpn << PAGE_SHIFT:#x} in a VMA without VM_MAYBE_GUARD")
                 break
         if problems:
             raise ValidationError("; ".join(problems))
