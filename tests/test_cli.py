@@ -74,8 +74,10 @@ def test_bad_scenarios_give_one_line_errors(tmp_path: object, content: object, n
 def test_missing_file_and_unsupported_op(tmp_path: object) -> None:
     r = vmalab("run", os.path.join(str(tmp_path), "nope.json"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    r = vmalab("run", write(tmp_path, {"name": "x", "ops": [{"op": "munlockall"}]}))
-    assert r.returncode == 2 and "'munlockall' is not supported" in r.stderr
+    r = vmalab("run", write(tmp_path, {"name": "x", "ops": [
+        {"op": "mmap", "addr": None, "len": "4K", "prot": 1, "flags": "MAP_SHARED", "fd": "dev:nosuch"}]}))
+    assert r.returncode == 2 and "unknown built-in driver 'nosuch'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @needs_linux

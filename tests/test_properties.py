@@ -16,6 +16,10 @@ PROTS = [C.PROT_NONE, C.PROT_READ, C.PROT_READ | C.PROT_WRITE, C.PROT_READ | C.P
 FLAGS = [C.MAP_PRIVATE | C.MAP_ANONYMOUS, C.MAP_SHARED | C.MAP_ANONYMOUS,
          C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_NORESERVE, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_LOCKED,
          C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_GROWSDOWN]
+MREMAP_FLAGS = [0, 1, 3, 5, 7, 2, 4]  # none, MAYMOVE, MAYMOVE|FIXED, MAYMOVE|DONTUNMAP, all three, bad
+ADVICES = sorted(C.MADV_NAMES.values() - {C.MADV_NAMES["MADV_HWPOISON"], C.MADV_NAMES["MADV_SOFT_OFFLINE"]}) + [
+    5, 999, -1]
+MSYNC_FLAGS = [0, 1, 2, 3, 4, 5, 6, 7, 8]
 
 op = st.one_of(
     st.tuples(st.just("mmap"), st.integers(0, 31), st.integers(1, 6), st.sampled_from(PROTS),
@@ -24,6 +28,12 @@ op = st.one_of(
     st.tuples(st.just("mprotect"), st.integers(0, 31), st.integers(0, 6), st.sampled_from(PROTS)),
     st.tuples(st.just("touch"), st.integers(0, 36), st.booleans()),
     st.tuples(st.just("memfd"), st.integers(0, 31), st.integers(1, 4), st.integers(0, 4), st.booleans()),
+    st.tuples(st.just("fork"), st.integers(0, 36)),
+    st.tuples(st.just("madvise"), st.integers(0, 31), st.integers(0, 6), st.sampled_from(ADVICES)),
+    st.tuples(st.just("mincore"), st.integers(0, 31), st.integers(0, 6)),
+    st.tuples(st.just("msync"), st.integers(0, 31), st.integers(0, 6), st.sampled_from(MSYNC_FLAGS)),
+    st.tuples(st.just("mremap"), st.integers(0, 31), st.integers(0, 6), st.integers(1, 6),
+              st.sampled_from(MREMAP_FLAGS), st.integers(0, 40)),
 )
 
 
@@ -43,6 +53,35 @@ def test_random_sequences_keep_invariants(ops: list[tuple], max_map_count: int) 
                 mm.mprotect(BASE + o[1] * P, o[2] * P, o[3])
             elif o[0] == "touch":
                 mm.touch(BASE + o[1] * P, o[2])
+            elif o[0] == "madvise":
+                assert mm.sys_madvise(BASE + o[1] * P, o[2] * P, o[3]) <= 0
+            elif o[0] == "mincore":
+                rc, vec = mm.sys_mincore(BASE + o[1] * P, o[2] * P)
+                assert (rc == 0 and vec is not None and len(vec) == o[2]) or (rc < 0 and vec is None)
+            elif o[0] == "msync":
+                assert mm.sys_msync(BASE + o[1] * P, o[2] * P, o[3]) <= 0
+            elif o[0] == "mremap":
+                _, pg, old, new, fl, dst = o
+                mm.mremap(BASE + pg * P, old * P, new * P, fl, BASE + dst * P)
+            elif o[0] == "fork":
+                # the child writes one page, is checked, and exits; the parent must be unaffected
+                addr = BASE + o[1] * P
+                child = mm.fork()
+                child.validate()
+                vma = mm.vma_at(addr)
+                private = vma is not None and vma.vm_flags & C.VM_READ and not vma.vm_flags & C.VM_SHARED
+                before = mm.touch(addr) if private else None
+                try:
+                    child.touch(addr, True, 0x5A)
+                except Fault:
+                    pass
+                child.validate()
+                child.exit_mmap()
+                child.exit_files()
+                child.validate()
+                assert child.map_count == 0 and child.total_vm == 0 and child.locked_vm == 0
+                if private:
+                    assert mm.touch(addr) == before
             else:
                 _, pg, n, off, shared = o
                 mm.mmap(BASE + pg * P, n * P, C.PROT_READ | C.PROT_WRITE,
