@@ -17,7 +17,7 @@ FLAGS = [C.MAP_PRIVATE | C.MAP_ANONYMOUS, C.MAP_SHARED | C.MAP_ANONYMOUS,
          C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_NORESERVE, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_LOCKED,
          C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_GROWSDOWN]
 MREMAP_FLAGS = [0, 1, 3, 5, 7, 2, 4]  # none, MAYMOVE, MAYMOVE|FIXED, MAYMOVE|DONTUNMAP, all three, bad
-ADVICES = sorted(C.MADV_NAMES.values() - {C.MADV_NAMES["MADV_HWPOISON"], C.MADV_NAMES["MADV_SOFT_OFFLINE"]}) + [
+ADVICES = sorted(set(C.MADV_NAMES.values()) - {C.MADV_NAMES["MADV_HWPOISON"], C.MADV_NAMES["MADV_SOFT_OFFLINE"]}) + [
     5, 999, -1]
 MSYNC_FLAGS = [0, 1, 2, 3, 4, 5, 6, 7, 8]
 
@@ -34,6 +34,13 @@ op = st.one_of(
     st.tuples(st.just("msync"), st.integers(0, 31), st.integers(0, 6), st.sampled_from(MSYNC_FLAGS)),
     st.tuples(st.just("mremap"), st.integers(0, 31), st.integers(0, 6), st.integers(1, 6),
               st.sampled_from(MREMAP_FLAGS), st.integers(0, 40)),
+    st.tuples(st.just("mlock"), st.integers(0, 31), st.integers(0, 6), st.sampled_from([None, 0, 1, 2])),
+    st.tuples(st.just("munlock"), st.integers(0, 31), st.integers(0, 6)),
+    st.tuples(st.just("mlockall"), st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8])),
+    st.tuples(st.just("munlockall")),
+    st.tuples(st.just("mseal"), st.integers(0, 31), st.integers(0, 6), st.sampled_from([0, 0, 1])),
+    st.tuples(st.just("brk"), st.integers(-2, 12), st.booleans()),
+    st.tuples(st.just("nocap"), st.integers(0, 8)),
 )
 
 
@@ -42,6 +49,7 @@ op = st.one_of(
 def test_random_sequences_keep_invariants(ops: list[tuple], max_map_count: int) -> None:
     mm = MM(max_map_count=max_map_count)
     memfd = mm.memfd_create("p", 8 * P)
+    mm.start_brk = mm.brk = BASE + 48 * P  # a heap above the pages the other ops use
     for o in ops:
         try:
             if o[0] == "mmap":
@@ -63,6 +71,28 @@ def test_random_sequences_keep_invariants(ops: list[tuple], max_map_count: int) 
             elif o[0] == "mremap":
                 _, pg, old, new, fl, dst = o
                 mm.mremap(BASE + pg * P, old * P, new * P, fl, BASE + dst * P)
+            elif o[0] == "mlock":
+                _, pg, n, fl = o
+                r = (mm.sys_mlock(BASE + pg * P, n * P) if fl is None
+                     else mm.sys_mlock2(BASE + pg * P, n * P, fl))
+                assert r <= 0
+            elif o[0] == "munlock":
+                assert mm.sys_munlock(BASE + o[1] * P, o[2] * P) <= 0
+            elif o[0] == "mlockall":
+                assert mm.sys_mlockall(o[1]) <= 0
+            elif o[0] == "munlockall":
+                assert mm.sys_munlockall() == 0
+            elif o[0] == "mseal":
+                assert mm.sys_mseal(BASE + o[1] * P, o[2] * P, o[3]) <= 0
+            elif o[0] == "brk":
+                want = mm.start_brk + o[1] * P + (5 if o[2] else 0)
+                old_brk = mm.brk
+                got = mm.sys_brk(want)
+                assert got == mm.brk and got in (want, old_brk), (got, want, old_brk)
+            elif o[0] == "nocap":
+                # drop CAP_IPC_LOCK with a small RLIMIT_MEMLOCK (scenarios cannot, the model can)
+                mm.cap_ipc_lock = False
+                mm.rlimits[C.RLIMIT_NAMES["RLIMIT_MEMLOCK"]] = (o[1] * P, C.RLIM_INFINITY)
             elif o[0] == "fork":
                 # the child writes one page, is checked, and exits; the parent must be unaffected
                 addr = BASE + o[1] * P

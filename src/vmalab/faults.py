@@ -25,7 +25,7 @@ from .constants import (
     VM_WRITE,
 )
 from .files import Inode
-from .pagetable import ANON, ZERO, Page
+from .pagetable import ANON, GUARD, ZERO, Page
 from .vma import VMA, AnonVma
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class FaultMixin:
             raise Fault("SIGSEGV", addr, "ACCERR")
         sig = self._fault(vma, addr, write)
         if sig is not None:
-            raise Fault(sig, addr, "ADRERR")
+            raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
         page = self.pt.get(addr >> PAGE_SHIFT)
         assert page is not None
         off = addr & (PAGE_SIZE - 1)
@@ -84,6 +84,8 @@ class FaultMixin:
         if prev is not None and not prev.vm_flags & VM_GROWSDOWN and prev.vm_flags & C.VM_ACCESS_FLAGS:
             if addr - prev.vm_end < C.STACK_GUARD_GAP:
                 return -errno.ENOMEM
+        # The kernel makes sure of the anon_vma before it checks the growth (even if that then fails).
+        self.anon_vma_prepare(vma)
         grow = (vma.vm_start - addr) >> PAGE_SHIFT
         size = vma.vm_end - addr
         if size > self.rlimit("RLIMIT_STACK"):
@@ -128,6 +130,8 @@ class FaultMixin:
         """handle_mm_fault() for a permitted access: fill the PTE; returns a signal name or None."""
         vpn = addr >> PAGE_SHIFT
         pte = self.pt.get(vpn)
+        if pte is not None and pte.kind == GUARD:
+            return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
         if vma.is_anonymous() and not (vma.vm_flags & VM_SHARED):
             if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
                 return None
@@ -137,6 +141,15 @@ class FaultMixin:
             self.anon_vma_prepare(vma)
             new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
             self.pt.set(vpn, new)
+            return None
+        if vma.vm_flags & (C.VM_PFNMAP | C.VM_MIXEDMAP):
+            # remap_pfn_range()/vm_insert_pages() filled the PTEs when the driver's action completed and
+            # these VMAs have no ->fault: a missing PTE is SIGBUS; a write to a private one copies (do_wp_page)
+            if pte is None:
+                return "SIGBUS"
+            if write and not vma.vm_flags & VM_SHARED:
+                self.anon_vma_prepare(vma)
+                self.pt.set(vpn, Page(ANON, dict(pte.data)))
             return None
         f = vma.vm_file
         assert f is not None
@@ -173,6 +186,13 @@ class FaultMixin:
             return
         if vma.vm_flags & C.VM_SEQ_READ:
             start = pgoff
+        elif vma.vm_flags & C.VM_EXEC:
+            # Executable mappings (6.16+): no read-around; read from the faulting page (exec_folio_order()
+            # is 0 on x86) up to the end of the VMA.
+            stop = min(pgoff + RA_PAGES, vma.vm_pgoff + vma.pages, inode.npages())
+            for i in range(max(pgoff, vma.vm_pgoff), stop):
+                inode.cache_page(i)
+            return
         else:
             start = max(0, pgoff - RA_PAGES // 2)
         stop = min(start + RA_PAGES, inode.npages())
@@ -208,8 +228,9 @@ class FaultMixin:
                 break
             addr = max(addr, v.vm_start)
             stop = min(end, v.vm_end)
-            if v.vm_flags & (C.VM_IO | C.VM_PFNMAP) or not v.vm_flags & C.VM_ACCESS_FLAGS:
-                addr = stop
+            if (v.vm_flags & (C.VM_IO | C.VM_PFNMAP | C.VM_LOCKONFAULT)
+                    or not v.vm_flags & C.VM_ACCESS_FLAGS):
+                addr = stop  # populate_vma_page_range() leaves VM_LOCKONFAULT VMAs to their faults
                 continue
             write = (v.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
             while addr < stop:

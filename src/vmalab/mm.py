@@ -35,6 +35,7 @@ from .constants import (
     page_align,
 )
 from .driver import MmapAction
+from .drivers.filemap import RegularFileOps
 from .faults import FaultMixin
 from .files import (
     DUMMY_VM_OPS,
@@ -43,12 +44,9 @@ from .files import (
     S_IFCHR,
     SHMEM_DEV,
     SHMEM_VM_OPS,
-    DevZeroOps,
     File,
     FileOperations,
     Inode,
-    RegularFileOps,
-    SecretmemOps,
     ShmemFileOps,
     VmOperations,
 )
@@ -61,7 +59,7 @@ from .mlock import MlockMixin
 from .mremap import MremapMixin
 from .mseal import MsealMixin
 from .msync import MsyncMixin
-from .pagetable import FILE, GUARD, PFN, ZERO, PageTable
+from .pagetable import GUARD, PFN, ZERO, PageTable
 from .profiles import DEFAULT_PROFILE, get_profile
 from .vma import VMA, AnonVma, VmaTree
 
@@ -266,12 +264,14 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                                      owner=self))
 
     def open_devzero(self) -> int:
-        inode = Inode(5, (0, 5), mode=S_IFCHR)
-        return self._install_fd(File(inode, DevZeroOps(), "/dev/zero", owner=self))
+        """open("/dev/zero"): the built-in driver vmalab.drivers.devzero (its hook depends on the profile)."""
+        from .drivers.devzero import open_devzero
+        return open_devzero(self, 0)
 
     def memfd_secret(self, size: int = 0) -> int:
-        inode = Inode(self._alloc_ino(), SHMEM_DEV, size=size, noexec=True)
-        return self._install_fd(File(inode, SecretmemOps(), "/secretmem", deleted=True, owner=self))
+        """memfd_secret(2) + ftruncate: the built-in driver vmalab.drivers.secretmem."""
+        from .drivers.secretmem import open_secretmem
+        return open_secretmem(self, size)
 
     def ftruncate(self, fd: int, length: int) -> None:
         f = self.fdtable.get(fd)
@@ -284,7 +284,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         old = f.inode.size
         f.inode.truncate(length)
         if length < old:
-            # unmap_mapping_range(): zap PTEs of every mapping beyond the new EOF.
+            # truncate_pagecache() -> unmap_mapping_range(even_cows=1): zap the PTEs of every mapping
+            # beyond the new EOF, the private COW copies too; guard markers stay.
             limit = f.inode.npages()
             for v in self.tree:
                 if v.vm_file is not None and v.vm_file.inode is f.inode:
@@ -292,7 +293,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                     if first < v.pages:
                         s = (v.vm_start >> PAGE_SHIFT) + first
                         for vpn, pg in self.pt.items(s, v.vm_end >> PAGE_SHIFT):
-                            if pg.kind == FILE:
+                            if pg.kind != GUARD:
                                 self.pt.zap(vpn, vpn + 1)
 
     def close(self, fd: int) -> None:
@@ -559,6 +560,10 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             g.nr_pages += v.pages
             if v.vm_flags & VM_ACCOUNT:
                 g.nr_accounted += v.pages
+        e = self.inject("gather")  # the detach-tree store can fail: -ENOMEM, splits stay
+        if e:
+            self._reattach(g)
+            return e
         for v in g.detached:
             self.tree.erase(v)
         g.next = self.tree.next(g.end)
@@ -795,11 +800,14 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if vma is None:
             e = self.inject("vma_alloc") or self.inject("vma_prealloc")
             if e:
+                if vm_file is not file and vm_file is not None:
+                    vm_file.refcount -= 1  # abort_munmap fput()s a file mmap_prepare swapped in
                 return unwind(e, "VMA allocation", True)
             vma = VMA(addr, end, vm_flags, pgoff, vm_file)
             vma.page_prot = page_prot
             if vm_file is not None:
-                vm_file.refcount += 1
+                if vm_file is file:
+                    vm_file.refcount += 1  # get_file(); a swapped-in file's reference is already owned
                 vma.vm_ops = DUMMY_VM_OPS
                 if vm_file.f_op.has_mmap and not have_prepare:
                     legacy = vm_file
@@ -987,7 +995,10 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if r < 0:
             raise _err(-r)
 
-    SYSCALLS: dict[str, str] = {"mmap": "sys_mmap", "munmap": "sys_munmap", "mprotect": "sys_mprotect"}
+    SYSCALLS: dict[str, str] = {"mmap": "sys_mmap", "munmap": "sys_munmap", "mprotect": "sys_mprotect",
+                                "mremap": "sys_mremap", "mlock": "sys_mlock", "mlock2": "sys_mlock2",
+                                "munlock": "sys_munlock", "mlockall": "sys_mlockall",
+                                "munlockall": "sys_munlockall", "mseal": "sys_mseal", "brk": "sys_brk"}
 
     def syscall(self, name: str, *args: int) -> int:
         """Raw syscall interface for emulators: returns what the kernel returns (an address, 0 or
@@ -1058,6 +1069,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                 problems.append(f"anon_vma without a chain: {v}")
             if v.vm_flags & VM_SHARED and not v.vm_flags & VM_MAYSHARE:
                 problems.append(f"VM_SHARED without VM_MAYSHARE: {v}")
+            if v.vm_flags & C.VM_LOCKONFAULT and not v.vm_flags & VM_LOCKED:
+                problems.append(f"VM_LOCKONFAULT without VM_LOCKED: {v}")
             if prev is not None and prev.vm_end == v.vm_start and self._could_merge(prev, v):
                 notes.append(f"mergeable neighbours left apart: {prev.vm_start:#x}-{v.vm_end:#x}")
             total += v.pages
@@ -1066,6 +1079,12 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             if v.vm_flags & VM_ACCOUNT:
                 accounted += v.pages
             prev = v
+        if self.def_flags & ~(C.VM_LOCKED_MASK | C.VM_NOHUGEPAGE) or (self.def_flags & C.VM_LOCKONFAULT
+                                                                     and not self.def_flags & VM_LOCKED):
+            problems.append(f"def_flags {self.def_flags:#x}: only VM_LOCKED[|VM_LOCKONFAULT] (mlockall) "
+                            "and VM_NOHUGEPAGE (VM_INIT_DEF_MASK)")
+        if self.brk < self.start_brk:
+            problems.append(f"brk {self.brk:#x} below start_brk {self.start_brk:#x}")
         if total != self.total_vm:
             problems.append(f"total_vm {self.total_vm} != sum of VMA pages {total}")
         if locked != self.locked_vm:

@@ -186,6 +186,24 @@ def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> Non
         prev = mm.tree.last()
         if prev is not None and prev.vm_end > start:
             raise MapsFormatError(f"maps line {n}: overlaps or is out of order")
+        if (prev is not None and v.vm_file is not None and prev.vm_file is v.vm_file and prev.vm_end == start
+                and s == "p" and w == "w" and not prev.vm_flags & (C.VM_WRITE | C.VM_SHARED | C.VM_ACCOUNT)
+                and prev.vm_pgoff + prev.pages == v.vm_pgoff and (vmflags is None or prev.vm_start not in vmflags)):
+            # RELRO: the ELF loader mapped this part with the writable segment below it (charged,
+            # VM_ACCOUNT), then the C library made it read-only; mprotect keeps the charge, so it keeps `ac`.
+            prev.vm_flags |= C.VM_ACCOUNT
+            mm.committed += prev.pages
+        if name == "[heap]" and s == "p" and w == "w":
+            # The C library has written to its heap (static TLS), so it has an anon_vma; its first fault
+            # found the written bss VMA right below compatible and reused that one (measured: munlock of
+            # the heap's first page merges bss and heap into one [heap] VMA).
+            if (prev is not None and prev.vm_end == start and prev.vm_file is None and prev.vm_ops is None
+                    and prev.special_name is None and prev.vm_flags == v.vm_flags):
+                if prev.anon_vma is None:
+                    prev.anon_vma, prev.avc_len = mm._new_anon_vma(), 1
+                v.anon_vma, v.avc_len = prev.anon_vma, 1
+            else:
+                v.anon_vma, v.avc_len = mm._new_anon_vma(), 1
         mm.tree.insert(v)
         mm.vm_stat_account(v.vm_flags, v.pages)
         if v.vm_flags & C.VM_LOCKED:
