@@ -156,6 +156,10 @@ class FaultMixin:
         inode = f.inode
         pgoff = vma.pgoff_at(addr)
         if pgoff >= inode.npages():
+            if not write and pte is None:
+                # do_read_fault(): do_fault_around() maps the cached pages around the address (clipped to
+                # EOF) before ->fault() finds the page beyond EOF and reports SIGBUS.
+                self._fault_around(vma, addr, inode)
             return "SIGBUS"
         shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
         if pte is not None:

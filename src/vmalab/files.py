@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .constants import PAGE_SHIFT, PAGE_SIZE, VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED
+from .constants import PAGE_SHIFT, PAGE_SIZE
 from .pagetable import FILE, Page
 
 if TYPE_CHECKING:
@@ -96,16 +96,8 @@ class DummyVmOps(VmOperations):
 DUMMY_VM_OPS = DummyVmOps()
 
 
-class GenericFileVmOps(VmOperations):
-    """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around)."""
-
-
 class ShmemVmOps(VmOperations):
     """Models mm/shmem.c: shmem_vm_ops / shmem_anon_vm_ops."""
-
-
-class SecretmemVmOps(VmOperations):
-    """Models mm/secretmem.c: secretmem_vm_ops."""
 
 
 class SpecialMappingOps(VmOperations):
@@ -159,60 +151,7 @@ class ShmemFileOps(FileOperations):
         return 0
 
 
-class RegularFileOps(FileOperations):
-    """Models an ext4 regular file in 6.18: ``ext4_file_mmap_prepare`` and thp_get_unmapped_area."""
-
-    get_unmapped_area = "thp"
-    has_mmap_prepare = True
-    fault_style = "filemap"
-
-    def mmap_prepare(self, desc: VmAreaDesc) -> int:
-        desc.vm_ops = GENERIC_FILE_VM_OPS
-        return 0
-
-
-class DevZeroOps(FileOperations):
-    """Models drivers/char/mem.c: /dev/zero's mmap_zero() (legacy) and get_unmapped_area_zero()."""
-
-    get_unmapped_area = "zero"
-    has_mmap = True
-
-    def mmap(self, file: File, vma: VMA) -> int:
-        if vma.vm_flags & VM_SHARED:
-            # shmem_zero_setup(): the VMA gets a new shmem file of its own (its reference is the VMA's);
-            # the /dev/zero reference the VMA held is dropped.
-            mm = file.owner
-            assert mm is not None
-            shm = mm.new_shmem_file("/dev/zero", vma.vm_end - vma.vm_start, deleted=True)
-            if vma.vm_file is not None:
-                vma.vm_file.refcount -= 1
-            vma.vm_file = shm
-            vma.vm_ops = SHMEM_VM_OPS
-            return 0
-        vma.vm_ops = None  # vma_set_anonymous(): private /dev/zero is anonymous memory
-        return 0
-
-
-class SecretmemOps(FileOperations):
-    """Models mm/secretmem.c: secretmem_mmap_prepare() (6.18)."""
-
-    get_unmapped_area = None
-    has_mmap_prepare = True
-    fault_style = "shmem"
-
-    def mmap_prepare(self, desc: VmAreaDesc) -> int:
-        if not desc.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            return -errno.EINVAL
-        if not desc.mm.mlock_future_ok(desc.vm_flags | VM_LOCKED, desc.end - desc.start):
-            return -errno.EAGAIN
-        desc.vm_flags |= VM_LOCKED | VM_DONTDUMP
-        desc.vm_ops = SECRETMEM_VM_OPS
-        return 0
-
-
 SHMEM_VM_OPS = ShmemVmOps()
-GENERIC_FILE_VM_OPS = GenericFileVmOps()
-SECRETMEM_VM_OPS = SecretmemVmOps()
 
 
 class File:
@@ -243,3 +182,18 @@ def vma_set_file(vma: VMA, file: File) -> None:
     vma.vm_file = file
     if old is not None:
         old.refcount -= 1
+
+
+# The built-in file kinds with a driver of their own live in vmalab.drivers (one module per kernel file);
+# these names stay importable from here.
+_MOVED = {"RegularFileOps": "filemap", "GenericFileVmOps": "filemap", "GENERIC_FILE_VM_OPS": "filemap",
+          "SecretmemOps": "secretmem", "SecretmemVmOps": "secretmem", "SECRETMEM_VM_OPS": "secretmem",
+          "DevZeroOps": "devzero"}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _MOVED.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(f"vmalab.drivers.{mod}"), name)

@@ -109,8 +109,8 @@ class KernelProfile:
         if mapped is None:
             return 0
         ref = PrivateRef(vma.vm_private_data)
-        e = mm.callback("mapped", lambda: mapped(vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_file, ref),
-                        vma=vma)
+        e = mm.inject("mapped") or mm.callback(
+            "mapped", lambda: mapped(vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_file, ref), vma=vma)
         if e:
             return int(e)
         vma.vm_private_data = ref.value
@@ -168,7 +168,7 @@ class Profile619(KernelProfile):
                 err = int(new)
         elif action.success_hook is not None:
             hook_s = action.success_hook
-            err = int(mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
+            err = int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
             if err:
                 mm._trace("mmap", f"success_hook failed -{C_ERR(err)}: VMA stays mapped")
         self._rmap_unlock(mm, vma, action)
@@ -237,7 +237,7 @@ class Profile71(KernelProfile):
         if action.success_hook is None:
             return 0
         hook = action.success_hook
-        return int(mm.callback("success_hook", lambda: hook(vma), vma=vma))
+        return int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook(vma), vma=vma))
 
     def _error(self, mm: MM, action: MmapAction, err: int, is_compat: bool) -> int:
         if is_compat or action.error_hook is None:

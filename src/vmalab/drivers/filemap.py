@@ -1,0 +1,74 @@
+"""Generic page-cache files: mm/filemap.c generic_file_mmap_prepare() and
+generic_file_readonly_mmap_prepare(), as ext4 (fs/ext4/file.c ext4_file_mmap_prepare()) and ~50 other
+file systems use them since 6.16/6.17.
+
+The scenario kind ``disk:NAME`` opens a :class:`RegularFileOps` file (ext4-like: THP-aligned placement,
+readahead and fault-around); ``dev:filemap[:SIZE]`` and ``dev:rofile[:SIZE]`` open a fresh one of each
+variant.  The hook sets nothing but ``vm_ops`` (``file_accessed()`` has no visible effect here), so the
+action is always MMAP_NOTHING and mappings merge by the ordinary rules.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from ..constants import VM_MAYWRITE, VM_SHARED
+from ..files import FileOperations, VmOperations
+from . import register
+
+if TYPE_CHECKING:
+    from ..driver import VmAreaDesc
+    from ..mm import MM
+
+
+class GenericFileVmOps(VmOperations):
+    """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around; no close)."""
+
+
+GENERIC_FILE_VM_OPS = GenericFileVmOps()
+
+
+def generic_file_mmap_prepare(desc: VmAreaDesc) -> int:
+    """Models mm/filemap.c: generic_file_mmap_prepare()."""
+    desc.vm_ops = GENERIC_FILE_VM_OPS
+    return 0
+
+
+def generic_file_readonly_mmap_prepare(desc: VmAreaDesc) -> int:
+    """Models mm/filemap.c: generic_file_readonly_mmap_prepare(): a shared mapping that may become
+    writable is refused."""
+    if (desc.vm_flags & (VM_SHARED | VM_MAYWRITE)) == (VM_SHARED | VM_MAYWRITE):
+        return -errno.EINVAL
+    return generic_file_mmap_prepare(desc)
+
+
+class RegularFileOps(FileOperations):
+    """Models an ext4 regular file: ext4_file_mmap_prepare() (= the generic hook for a non-DAX file) and
+    thp_get_unmapped_area()."""
+
+    get_unmapped_area = "thp"
+    has_mmap_prepare = True
+    fault_style = "filemap"
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        return generic_file_mmap_prepare(desc)
+
+
+class ReadonlyFileOps(RegularFileOps):
+    """A file system that only supports read-only shared mappings (generic_file_readonly_mmap_prepare)."""
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        return generic_file_readonly_mmap_prepare(desc)
+
+
+@register("filemap")
+def open_filemap(mm: MM, size: int) -> int:
+    return mm.open_file("/vmalab/filemap", size or 1 << 20)
+
+
+@register("rofile")
+def open_rofile(mm: MM, size: int) -> int:
+    fd = mm.open_file("/vmalab/rofile", size or 1 << 20)
+    mm.fdtable[fd].f_op = ReadonlyFileOps()
+    return fd
