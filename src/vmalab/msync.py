@@ -1,10 +1,62 @@
 """msync(2).
 
-Models mm/msync.c.  Not implemented yet: the scenario executor reports ops that need it as unsupported.
+Models mm/msync.c of Linux 6.18.  Writeback is not modelled (the page cache is the file's content here),
+so msync only decides its return value: the flag and alignment checks, ENOMEM for unmapped parts of the
+range (MS_ASYNC alone gives up at the first hole, the other forms go on and report ENOMEM at the end), and
+EBUSY for MS_INVALIDATE on an mlocked VMA, which ends the walk.
 """
 
 from __future__ import annotations
 
+import errno
+from typing import TYPE_CHECKING
+
+from .constants import MSYNC_NAMES, PAGE_SIZE, ULONG_MASK, page_align
+
+if TYPE_CHECKING:
+    from .mm import MM
+
+MS_ASYNC = MSYNC_NAMES["MS_ASYNC"]
+MS_INVALIDATE = MSYNC_NAMES["MS_INVALIDATE"]
+MS_SYNC = MSYNC_NAMES["MS_SYNC"]
+
 
 class MsyncMixin:
     """The msync part of :class:`vmalab.mm.MM` (see the module docstring)."""
+
+    def sys_msync(self: MM, addr: int, length: int, flags: int) -> int:
+        """msync(2): models mm/msync.c: SYSCALL msync; returns 0 or -errno."""
+        from .constants import VM_LOCKED
+        start = addr & ULONG_MASK
+        length &= ULONG_MASK
+        flags &= 0xFFFFFFFF
+        if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
+            return -errno.EINVAL
+        if start & (PAGE_SIZE - 1):
+            return -errno.EINVAL
+        if flags & MS_ASYNC and flags & MS_SYNC:
+            return -errno.EINVAL
+        length = page_align(length) & ULONG_MASK  # a length within a page of 2^64 rounds to 0
+        end = start + length
+        if end > ULONG_MASK:
+            return -errno.ENOMEM
+        if end == start:
+            return 0
+        unmapped_error = 0
+        vma = self.tree.find(start)
+        while True:
+            if vma is None:
+                return -errno.ENOMEM
+            if start < vma.vm_start:
+                if flags == MS_ASYNC:
+                    return -errno.ENOMEM
+                start = vma.vm_start
+                if start >= end:
+                    return -errno.ENOMEM
+                unmapped_error = -errno.ENOMEM
+            if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
+                return -errno.EBUSY
+            start = vma.vm_end
+            if start >= end:
+                return unmapped_error
+            vma = self.tree.find(start)

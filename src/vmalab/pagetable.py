@@ -12,12 +12,14 @@ from sortedcontainers import SortedDict
 ANON = "anon"
 FILE = "file"
 ZERO = "zero"
+GUARD = "guard"  # a guard-region marker PTE (MADV_GUARD_INSTALL): not a page, faults with SIGSEGV
 PFN = "pfn"  # a special PTE installed by remap_pfn_range(): no struct page (not counted in Rss)
 KERNEL = "kernel"  # a kernel page inserted into a VM_MIXEDMAP VMA by vm_insert_pages() (counted in Rss)
 
 
 class Page:
-    """One 4 KiB page: ``kind`` is ``anon``, ``file`` (page cache) or ``zero`` (the shared zero page).
+    """One 4 KiB page: ``kind`` is ``anon``, ``file`` (page cache) or ``zero`` (the shared zero page), or
+    ``guard``: a guard-region PTE marker (not resident, not counted in Rss).
     ``data`` holds the non-zero bytes sparsely (offset -> value)."""
 
     __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot")
