@@ -311,3 +311,23 @@ class ActionOutcome:
     err: int = 0
     unmapped: bool = False
     events: list[str] = field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------------------------
+# the legacy API, for drivers that still implement f_op->mmap
+def remap_pfn_range(mm: MM, vma: VMA, addr: int, pfn: int, size: int, pgprot: int = 0) -> int:
+    """Models mm/memory.c: remap_pfn_range() as a legacy ``->mmap`` calls it on the VMA it was given:
+    marks the VMA VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP, rewrites pgoff for a CoW mapping (which
+    must be remapped whole) and installs the PFN PTEs.  Returns 0 or -errno."""
+    from .pagetable import PFN, Page
+    end = addr + size
+    if addr & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1) or addr < vma.vm_start or end > vma.vm_end or end <= addr:
+        return -errno.EINVAL
+    if (vma.vm_flags & (C.VM_SHARED | C.VM_MAYWRITE)) == C.VM_MAYWRITE:
+        if addr != vma.vm_start or end != vma.vm_end:
+            return -errno.EINVAL
+        vma.vm_pgoff = pfn
+    vma.vm_flags |= VM_REMAP_FLAGS
+    for i in range(size >> PAGE_SHIFT):
+        mm.pt.set((addr >> PAGE_SHIFT) + i, Page(PFN, pfn=pfn + i, pgprot=pgprot))
+    return 0

@@ -850,7 +850,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             if e:
                 return e
         if allocated_new:
-            self._trace("mmap", "mapped", start=addr, end=end)
+            self._trace("mmap", "established", start=addr, end=end)
         return addr
 
     # ------------------------------------------------------------------------------------------------
