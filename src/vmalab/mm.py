@@ -76,6 +76,12 @@ def _err(e: int) -> OSError:
     return OSError(e, f"{C.ERRNO_NAMES.get(e, e)}: {errno.errorcode.get(e, '')}")
 
 
+def _check(r: int) -> None:
+    """Raise the OSError a raw syscall return value stands for."""
+    if r < 0:
+        raise _err(-r)
+
+
 @dataclass
 class TraceEvent:
     """One step of an operation, for ``--trace`` and for tests."""
@@ -995,10 +1001,40 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if r < 0:
             raise _err(-r)
 
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        """madvise(2): raises OSError on failure."""
+        _check(self.sys_madvise(addr, length, advice))
+
+    def mlock(self, addr: int, length: int, flags: int | None = None) -> None:
+        """mlock(2), or mlock2(2) when ``flags`` is given."""
+        _check(self.sys_mlock(addr, length) if flags is None else self.sys_mlock2(addr, length, flags))
+
+    def munlock(self, addr: int, length: int) -> None:
+        _check(self.sys_munlock(addr, length))
+
+    def mlockall(self, flags: int) -> None:
+        _check(self.sys_mlockall(flags))
+
+    def munlockall(self) -> None:
+        _check(self.sys_munlockall())
+
+    def mseal(self, addr: int, length: int, flags: int = 0) -> None:
+        _check(self.sys_mseal(addr, length, flags))
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        _check(self.sys_msync(addr, length, flags))
+
+    def mincore(self, addr: int, length: int) -> str:
+        """mincore(2): one character per page, ``"1"`` resident, ``"0"`` not."""
+        r, vec = self.sys_mincore(addr, length)
+        _check(r)
+        return vec or ""
+
     SYSCALLS: dict[str, str] = {"mmap": "sys_mmap", "munmap": "sys_munmap", "mprotect": "sys_mprotect",
                                 "mremap": "sys_mremap", "mlock": "sys_mlock", "mlock2": "sys_mlock2",
                                 "munlock": "sys_munlock", "mlockall": "sys_mlockall",
-                                "munlockall": "sys_munlockall", "mseal": "sys_mseal", "brk": "sys_brk"}
+                                "munlockall": "sys_munlockall", "mseal": "sys_mseal", "brk": "sys_brk",
+                                "madvise": "sys_madvise", "msync": "sys_msync"}
 
     def syscall(self, name: str, *args: int) -> int:
         """Raw syscall interface for emulators: returns what the kernel returns (an address, 0 or
