@@ -144,15 +144,22 @@ class ModelRunner:
             return {"ret": -1, "errno": C.ERRNO_NAMES.get(-r, str(-r))}
         return {"ret": format_addr(r, self.scn.window) if is_addr else r, "errno": None}
 
-    def do(self, op: Op, first_addr_shift: int = 0) -> dict[str, Any]:
+    def do(self, op: Op, first_addr_shift: int = 0, first_addr: int | None = None) -> dict[str, Any]:
+        """Run one op.  In a repeat body, only the first address (``addr``, or ``old`` of mremap) moves:
+        it is ``first_addr`` (resolved once, before the first iteration, as the live runner does) plus
+        ``first_addr_shift``; the op's other addresses are resolved as they are."""
         p = op.p
         mm = self.mm
         name = op.op
         if not op_supported(name):
             raise ModelUnsupported(f"op {name!r} is not supported by the model yet")
+        first_key = "old" if name == "mremap" else "addr"
 
         def a(key: str) -> int:
-            return (self.addr(p[key]) + first_addr_shift) & C.ULONG_MASK
+            if key != first_key:
+                return self.addr(p[key])
+            start = self.addr(p[key]) if first_addr is None else first_addr
+            return (start + first_addr_shift) & C.ULONG_MASK
 
         if name == "mmap":
             fd = self.fd(p.get("fd", FdSpec("none")))
@@ -192,8 +199,10 @@ class ModelRunner:
             body: Op = p["body"]
             done = 0
             failed: dict[str, Any] | None = None
+            key = "old" if body.op == "mremap" else "addr"
+            first = self.addr(body.p[key]) if key in body.p else None
             for i in range(p["count"]):
-                one = self.do(body, i * p["step"])
+                one = self.do(body, i * p["step"], first)
                 if one["ret"] == -1:
                     failed = one
                     break

@@ -464,7 +464,7 @@ def _compare_vmas(ev: list[dict[str, Any]], gv: list[dict[str, Any]],
     if len(ev) != len(gv):
         out.append(f"{len(ev)} VMAs expected, got {len(gv)}")
     for j, (a, b) in enumerate(zip(ev, gv, strict=False)):
-        cmp = COMPARED_VMA_FIELDS
+        cmp: tuple[str, ...] = COMPARED_VMA_FIELDS
         if ranges and (_overlaps_initial(a, ranges) or _overlaps_initial(b, ranges)):
             cmp = tuple(k for k in COMPARED_VMA_FIELDS if k not in MASKED_INITIAL_VMA_FIELDS)
         if _vma_key(a, cmp) != _vma_key(b, cmp):

@@ -199,6 +199,10 @@ class _Gen:
             if p not in self.points and 0 <= p <= self.arena + 64:
                 self.points.append(p)
 
+    def misalign(self) -> int:
+        """A byte offset that makes an address unaligned (downward outside the window: never into [vvar])."""
+        return 0x10 if self.window else -0x10
+
     def addr(self, page: int, byte: int = 0) -> str:
         if self.window:
             return f"base+{page * PAGE + byte:#x}"
@@ -217,7 +221,7 @@ class _Gen:
         start = self.page()
         n = self.npages(start)
         self.note(start, n)
-        a = self.addr(start, 0x10 if self.chance(0.02) else 0)
+        a = self.addr(start, self.misalign() if self.chance(0.02) else 0)
         return a, self.length(n, huge_ok), start, n
 
     def prot(self, mprotect: bool = False) -> int | str:
@@ -288,7 +292,7 @@ class _Gen:
             if self.chance(p):
                 flags.append(bit)
         if mode in ("fixed", "noreplace") or (mode == "hint" and self.window):
-            addr: Any = self.addr(start, 0x10 if self.chance(0.02) else 0)
+            addr: Any = self.addr(start, self.misalign() if self.chance(0.02) else 0)
             self.note(start, n)
         elif mode == "hint":
             addr = self.pick({"abs:0x7ffff0000000": 3, "abs:0x1000": 2, "abs:0x900000000000": 2,
@@ -357,7 +361,7 @@ class _Gen:
                 self.note(dst, dst_n)
         else:
             op["flags"] = self.rng.choice(("MREMAP_FIXED", "MREMAP_DONTUNMAP", 8))
-            op["new_addr"] = self.addr(self.page())
+            op["new_addr"] = self.addr(self.page() if self.window else max(0, min(self.page(), self.arena - new_n)))
         return op
 
     def g_madvise(self) -> dict[str, Any]:
@@ -441,6 +445,9 @@ class _Gen:
             body["flags"] = flags
             body["addr"] = self.addr(self.page())
         first = self._page_of(body[key])
+        if not self.window and "len" in body:
+            # never past the arena's end (the runner's [vvar] is right above it)
+            body["len"] = fmt_size(max(1, min(parse_size(body["len"]) // PAGE, self.arena - first)) * PAGE)
         if step_pages < 0:
             count = min(count, first // -step_pages + 1)
         return {"op": "repeat", "count": max(1, count), "step": fmt_size(step_pages * PAGE) if step_pages > 0
@@ -461,6 +468,44 @@ class _Gen:
             hi = min(self.arena + 8, lo + self.npages(lo) + 2)
             return {"op": "snapshot", "range": [self.addr(lo), self.addr(hi)]}
         return {"op": "snapshot"}
+
+    def g_pattern(self) -> list[dict[str, Any]]:
+        """A short sequence that builds neighbours with *different* anon_vmas, which single random ops
+        rarely do: two mappings written while apart, then brought together by filling the gap between
+        them (X | M | Y), by moving one next to the other (mremap), or by a prot change of a written
+        neighbour."""
+        rng = self.rng
+        rw = "PROT_READ|PROT_WRITE"
+        flags = "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED"
+        x = rng.randrange(max(1, self.arena // 2))
+        nx, gap, ny = rng.randint(1, 3), rng.randint(1, 3), rng.randint(1, 3)
+        y = x + nx + gap
+        if y + ny > self.arena:
+            return [self.g_touch()]
+        for start, n in ((x, nx), (y, ny)):
+            self.note(start, n)
+        ops: list[dict[str, Any]] = [
+            {"op": "mmap", "addr": self.addr(x), "len": fmt_size(nx * PAGE), "prot": rw, "flags": flags, "fd": "none"},
+            {"op": "touch", "addr": self.addr(x + rng.randrange(nx)), "write": True},
+            {"op": "mmap", "addr": self.addr(y), "len": fmt_size(ny * PAGE), "prot": rw, "flags": flags, "fd": "none"},
+            {"op": "touch", "addr": self.addr(y + rng.randrange(ny)), "write": True}]
+        kind = rng.choice(("fill", "move", "prot") if "mremap" in self.kinds else ("fill", "prot"))
+        if kind == "fill":
+            ops.append({"op": "mmap", "addr": self.addr(x + nx), "len": fmt_size(gap * PAGE),
+                        "prot": rng.choice((rw, "PROT_READ")), "flags": flags, "fd": "none"})
+            if rng.random() < 0.5:
+                ops.append({"op": "touch", "addr": self.addr(x + nx), "write": rng.random() < 0.5})
+        elif kind == "move":
+            ops.append({"op": "mremap", "old": self.addr(y), "old_len": fmt_size(ny * PAGE),
+                        "new_len": fmt_size(ny * PAGE), "flags": "MREMAP_MAYMOVE|MREMAP_FIXED",
+                        "new_addr": self.addr(x + nx)})
+        else:
+            ops.append({"op": "mprotect", "addr": self.addr(y), "len": fmt_size(ny * PAGE), "prot": "PROT_READ"})
+            ops.append({"op": "mmap", "addr": self.addr(x + nx), "len": fmt_size(gap * PAGE), "prot": "PROT_READ",
+                        "flags": flags, "fd": "none"})
+            ops.append({"op": "mprotect", "addr": self.addr(x + nx), "len": fmt_size((gap + ny) * PAGE),
+                        "prot": rw})
+        return ops
 
     def g_first_mmap(self) -> dict[str, Any]:
         """A MAP_FIXED mapping to start from (window), or a non-fixed one (window false)."""
@@ -495,6 +540,9 @@ def generate_scenario(seed: int, index: int, config: FuzzConfig | None = None,
     for _ in range(min(nfirst, config.ops)):
         ops.append(gen.g_first_mmap())
     while len(ops) < config.ops and weights:
+        if window and "touch" in kinds and rng.random() < 0.06:
+            ops.extend(gen.g_pattern())
+            continue
         kind = gen.pick(weights)
         if kind == "setrlimit" and len(ops) > 3 and rng.random() < 0.5:
             continue  # limits mostly early, so later ops run into them
