@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 ZERO_PAGE = Page(ZERO)
 FAULT_AROUND_PAGES = 16
-RA_PAGES = 32  # default read_ahead_kb 128
 
 
 class Fault(Exception):
@@ -65,6 +64,8 @@ class FaultMixin:
         if not write and not flags & C.VM_ACCESS_FLAGS:
             raise Fault("SIGSEGV", addr, "ACCERR")
         sig = self._fault(vma, addr, write)
+        while sig == "OOM":  # VM_FAULT_OOM: pagefault_out_of_memory() ran; the access faults again
+            sig = self._fault(vma, addr, write)
         if sig is not None:
             raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
         page = self.pt.get(addr >> PAGE_SHIFT)
@@ -85,7 +86,8 @@ class FaultMixin:
             if addr - prev.vm_end < C.STACK_GUARD_GAP:
                 return -errno.ENOMEM
         # The kernel makes sure of the anon_vma before it checks the growth (even if that then fails).
-        self.anon_vma_prepare(vma)
+        if self.anon_vma_prepare(vma):
+            return -errno.ENOMEM
         grow = (vma.vm_start - addr) >> PAGE_SHIFT
         size = vma.vm_end - addr
         if size > self.rlimit("RLIMIT_STACK"):
@@ -103,11 +105,15 @@ class FaultMixin:
         self.vm_stat_account(vma.vm_flags, grow)
         return 0
 
-    def anon_vma_prepare(self: MM, vma: VMA) -> None:
+    def anon_vma_prepare(self: MM, vma: VMA) -> int:
         """Models mm/rmap.c: __anon_vma_prepare() with find_mergeable_anon_vma(): reuse an adjacent,
-        compatible VMA's anon_vma (next first, then prev) or make a new one."""
+        compatible VMA's anon_vma (next first, then prev) or make a new one.  Returns 0 or -ENOMEM (the
+        allocation failed: the fault path answers VM_FAULT_OOM)."""
         if vma.anon_vma is not None:
-            return
+            return 0
+        e = self.inject("anon_vma_prepare")
+        if e:
+            return e
         ignore = C.VM_ACCESS_FLAGS | C.VM_SOFTDIRTY
 
         def compatible(a: VMA, b: VMA) -> bool:
@@ -125,9 +131,11 @@ class FaultMixin:
                 found = prv.anon_vma
         vma.anon_vma = found if found is not None else self._new_anon_vma()
         vma.avc_len = 1
+        return 0
 
     def _fault(self: MM, vma: VMA, addr: int, write: bool, gup: bool = False) -> str | None:
-        """handle_mm_fault() for a permitted access: fill the PTE; returns a signal name or None."""
+        """handle_mm_fault() for a permitted access: fill the PTE; returns a signal name, "OOM"
+        (VM_FAULT_OOM: no anon_vma could be allocated) or None."""
         vpn = addr >> PAGE_SHIFT
         pte = self.pt.get(vpn)
         if pte is not None and pte.kind == GUARD:
@@ -138,7 +146,8 @@ class FaultMixin:
             if not write:
                 self.pt.set(vpn, ZERO_PAGE)
                 return None
-            self.anon_vma_prepare(vma)
+            if self.anon_vma_prepare(vma):
+                return "OOM"
             new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
             self.pt.set(vpn, new)
             return None
@@ -148,7 +157,8 @@ class FaultMixin:
             if pte is None:
                 return "SIGBUS"
             if write and not vma.vm_flags & VM_SHARED:
-                self.anon_vma_prepare(vma)
+                if self.anon_vma_prepare(vma):
+                    return "OOM"
                 self.pt.set(vpn, Page(ANON, dict(pte.data)))
             return None
         f = vma.vm_file
@@ -167,7 +177,8 @@ class FaultMixin:
                 return None
             # do_wp_page(): a write to a page-cache page of a private mapping, or to an anonymous page
             # still shared with another mm after fork (wp_can_reuse_anon_folio() fails): COW
-            self.anon_vma_prepare(vma)
+            if self.anon_vma_prepare(vma):
+                return "OOM"
             self.pt.set(vpn, Page(ANON, dict(pte.data)))
             return None
         style = f.f_op.fault_style
@@ -175,7 +186,8 @@ class FaultMixin:
             self._readahead(vma, inode, pgoff)
         cache = inode.cache_page(pgoff)
         if write and not shared:
-            self.anon_vma_prepare(vma)
+            if self.anon_vma_prepare(vma):
+                return "OOM"
             self.pt.set(vpn, Page(ANON, dict(cache.data)))
             return None
         self.pt.set(vpn, cache)
@@ -193,13 +205,13 @@ class FaultMixin:
         elif vma.vm_flags & C.VM_EXEC:
             # Executable mappings (6.16+): no read-around; read from the faulting page (exec_folio_order()
             # is 0 on x86) up to the end of the VMA.
-            stop = min(pgoff + RA_PAGES, vma.vm_pgoff + vma.pages, inode.npages())
+            stop = min(pgoff + self.ra_pages, vma.vm_pgoff + vma.pages, inode.npages())
             for i in range(max(pgoff, vma.vm_pgoff), stop):
                 inode.cache_page(i)
             return
         else:
-            start = max(0, pgoff - RA_PAGES // 2)
-        stop = min(start + RA_PAGES, inode.npages())
+            start = max(0, pgoff - self.ra_pages // 2)
+        stop = min(start + self.ra_pages, inode.npages())
         for i in range(start, stop):
             inode.cache_page(i)
 

@@ -13,10 +13,11 @@ or ``-errno``).
 from __future__ import annotations
 
 import errno
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import constants as C
 from .brk import BrkMixin
@@ -52,7 +53,7 @@ from .files import (
 )
 from .fork import ForkMixin
 from .layout import TASK_UNMAPPED_BASE, get_unmapped_area, mmap_base, round_hint_to_min
-from .locking import LockState
+from .locking import LockState, mmap_write_locked
 from .madvise import MadviseMixin
 from .mincore import MincoreMixin
 from .mlock import MlockMixin
@@ -61,7 +62,11 @@ from .mseal import MsealMixin
 from .msync import MsyncMixin
 from .pagetable import GUARD, PFN, ZERO, PageTable
 from .profiles import DEFAULT_PROFILE, get_profile
+from .resources import ResourceTracker
 from .vma import VMA, AnonVma, VmaTree
+
+if TYPE_CHECKING:
+    from .lockcheck import LockChecker
 
 VM_STACK = VM_GROWSDOWN
 # smaps counts the pages vm_normal_page() returns: not the zero page, guard markers or raw PFNs
@@ -142,6 +147,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         self.lock_events: list[tuple[str, str]] = []
         self.fail_plan: dict[str, tuple[int, int]] = {}  # fault point -> (hit number to fail, -errno)
         self.fail_hits: dict[str, int] = {}
+        self.lockcheck: LockChecker | None = None  # set by the explorer (vmalab.lockcheck)
+        self.resources = ResourceTracker()  # driver references, PFNs and files (vmalab.resources)
         self.tree = VmaTree()
         self.pt = PageTable()
         self.rng = random.Random(seed)
@@ -163,6 +170,9 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         self.cap_ipc_lock = True
         self.overcommit_memory = 0
         self.totalram_pages = (24 << 30) >> PAGE_SHIFT
+        # The backing device's read_ahead_kb / 4: 8192 KiB on this machine's disk (/dev/vda), measured;
+        # mmap read-around of a cache miss reads up to this many pages (mm/filemap.c, ra->ra_pages).
+        self.ra_pages = 2048
         self.total_vm = 0
         self.locked_vm = 0
         self.data_vm = 0
@@ -197,6 +207,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         """Call a driver callback (``mmap_prepare``, ``mapped``, ``success_hook`` ...), tracing it with
         the locks held at that moment, as the kernel would hold them."""
         self._trace("mmap", name, locks=" ".join(sorted(self.locks.held())) or "-")
+        if self.lockcheck is not None:
+            return self.lockcheck.call(name, fn, vma)
         return fn()
 
     def inject(self, point: str) -> int:
@@ -234,6 +246,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         while fd in self.fdtable:
             fd += 1
         self.fdtable[fd] = f
+        self.resources.track_file(f)
         return fd
 
     def open_device(self, path: str, f_op: FileOperations, size: int = 0, *, mode: str = "rw") -> int:
@@ -245,7 +258,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
     def new_shmem_file(self, name: str, size: int, deleted: bool = True) -> File:
         """shmem_kernel_file_setup(): an unlinked shmem file (shared anonymous memory, /dev/zero)."""
         inode = Inode(self._alloc_ino(), SHMEM_DEV, size=size)
-        return File(inode, ShmemFileOps(), name, deleted=deleted, owner=self)
+        return self.resources.track_file(File(inode, ShmemFileOps(), name, deleted=deleted, owner=self))
 
     def memfd_create(self, name: str, size: int = 0) -> int:
         """memfd_create(2) + ftruncate: returns a descriptor; maps show ``/memfd:NAME (deleted)``."""
@@ -401,6 +414,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if right and left:
             assert prev is not None and nxt is not None
             right = prev.anon_vma is None or nxt.anon_vma is None or prev.anon_vma is nxt.anon_vma
+        if (left or right) and op == "mmap" and self.inject("vma_merge"):
+            return None  # vma_expand() could not preallocate: __mmap_region() allocates a new VMA instead
         if left:
             assert prev is not None
             sticky = flags & C.VM_STICKY
@@ -438,6 +453,9 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             e = vma.vm_ops.may_split(vma, addr)
             if e:
                 return e
+        e = self.inject("split_vma")  # vm_area_dup() / vma_iter_prealloc(): before ->open
+        if e:
+            return e
         new = vma.copy()
         if new_below:
             new.vm_end = addr
@@ -449,7 +467,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if new.vm_file is not None:
             new.vm_file.refcount += 1
         if new.vm_ops is not None:
-            new.vm_ops.open(new)
+            ops = new.vm_ops
+            self.callback("open", lambda: ops.open(new), vma=new)
         self.tree.insert(new)
         self._trace("split", "split", addr=addr)
         return 0
@@ -588,7 +607,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         for v in g.detached:
             self._zap(v.vm_start, v.vm_end)
             if v.vm_ops is not None:
-                v.vm_ops.close(v)
+                self.callback("close", functools.partial(v.vm_ops.close, v), vma=v)
         g.cleared = True
 
     def _complete(self, g: _Gather) -> None:
@@ -641,6 +660,9 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
                 return -errno.EINVAL
         elif flags & C.MAP_HUGETLB:
             return -errno.ENOMEM  # hugetlb_file_setup() with no huge pages reserved
+        e = self.inject("security_mmap_file")
+        if e:
+            return e
         populate: list[int] = []
         with self.locks.mmap_write():
             ret = self.do_mmap(file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
@@ -671,6 +693,9 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         addr = get_unmapped_area(self, file, addr, length, pgoff, flags, vm_flags)
         if addr < 0:
             return addr
+        e = self.inject("security_mmap_addr")  # the last step of __get_unmapped_area()
+        if e:
+            return e
         if flags & C.MAP_FIXED_NOREPLACE and self.tree.find_intersection(addr, addr + length):
             return -errno.EEXIST
         if flags & C.MAP_LOCKED and not self.can_do_mlock():
@@ -790,7 +815,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             e = self.inject("mmap_prepare") or int(self.callback("mmap_prepare",
                                                                  lambda: file.f_op.mmap_prepare(desc)))
             if not e:
-                e = self.inject("action_prepare") or prof.action_prepare(self, desc)
+                e = (self.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(self, desc)
             if e:
                 if desc.vm_file is not file and desc.vm_file is not None:
                     desc.vm_file.refcount -= 1  # abort_munmap fput()s a swapped-in file
@@ -861,6 +886,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
 
     # ------------------------------------------------------------------------------------------------
     # munmap
+    @mmap_write_locked
     def sys_munmap(self, addr: int, length: int) -> int:
         """Models mm/vma.c: do_vmi_munmap() / do_vmi_align_munmap()."""
         start = addr & ULONG_MASK
@@ -886,6 +912,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
 
     # ------------------------------------------------------------------------------------------------
     # mprotect
+    @mmap_write_locked
     def sys_mprotect(self, start: int, length: int, prot: int) -> int:
         """Models mm/mprotect.c: do_mprotect_pkey() with mprotect_fixup()."""
         start &= ULONG_MASK

@@ -65,7 +65,12 @@ class MsealMixin:
                 if isinstance(r, int):
                     return r
                 r.vm_flags |= VM_SEALED
+                # After a modification the VMA iterator is left on the resulting (possibly merged) VMA,
+                # which the loop then meets once more (measured: mseal_merge_revisits_merged_vma).
+                prev = r
+                curr_start = curr_end
                 cur = r
+                continue
             prev = cur
             curr_start = curr_end
             cur = self.tree.next(cur)
