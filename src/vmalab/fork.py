@@ -29,7 +29,7 @@ import random
 from typing import TYPE_CHECKING
 
 from . import constants as C
-from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_LOCKED_MASK
+from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED_MASK
 
 if TYPE_CHECKING:
     from .mm import MM
@@ -153,13 +153,7 @@ class ForkMixin:
             self.pt.zap(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
             if vma.vm_ops is not None:
                 vma.vm_ops.close(vma)
-            self.vm_stat_account(vma.vm_flags, -vma.pages)
-            if vma.vm_flags & VM_LOCKED:
-                self.locked_vm -= vma.pages
-            if vma.vm_flags & VM_ACCOUNT:
-                self.vm_unacct_memory(vma.pages)
-            if vma.vm_file is not None:
-                vma.vm_file.refcount -= 1
+            self.release_vma(vma)
             self.tree.erase(vma)
         # PTEs outside any VMA cannot exist (validate() checks it); free_pgtables() leaves none.
         for vpn, _page in self.pt.all_items():

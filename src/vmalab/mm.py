@@ -615,13 +615,18 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         if not g.cleared:
             self._clean_up_area(g)
         for v in g.detached:
-            self.vm_stat_account(v.vm_flags, -v.pages)
-            if v.vm_flags & VM_LOCKED:
-                self.locked_vm -= v.pages
-            if v.vm_flags & VM_ACCOUNT:
-                self.vm_unacct_memory(v.pages)
-            if v.vm_file is not None:
-                v.vm_file.refcount -= 1
+            self.release_vma(v)
+
+    def release_vma(self, v: VMA) -> None:
+        """The accounting half of removing a VMA (vms_complete_munmap_vmas()'s stats and remove_vma()):
+        total_vm and friends, locked_vm, the commit charge and the file reference."""
+        self.vm_stat_account(v.vm_flags, -v.pages)
+        if v.vm_flags & VM_LOCKED:
+            self.locked_vm -= v.pages
+        if v.vm_flags & VM_ACCOUNT:
+            self.vm_unacct_memory(v.pages)
+        if v.vm_file is not None:
+            v.vm_file.refcount -= 1
 
     def _abort_gather(self, g: _Gather) -> None:
         """Models vms_abort_munmap_vmas(): reattach if nothing was torn down yet, else leave a hole."""
