@@ -11,6 +11,8 @@ from vmalab.layout import mmap_base
 from vmalab.mm import MM
 from vmalab.procfs import MapsFormatError, import_maps, maps, maps_line
 
+from .conftest import needs_linux
+
 M = 1 << 20
 G = 1 << 30
 T = 1 << 40
@@ -73,3 +75,17 @@ def test_vmflags_round_trip() -> None:
 def test_unknown_kernel_profile_is_refused() -> None:
     with pytest.raises(ValueError, match="profile"):
         MM(kernel="9.9")
+
+
+@needs_linux
+def test_from_maps_of_this_process_reads_mmap_base_from_vdso() -> None:
+    with open("/proc/self/maps", encoding="ascii") as f:
+        text = f.read()
+    mm = MM.from_maps(text)
+    mm.validate()
+    vdso = next(line for line in text.splitlines() if line.endswith("[vdso]"))
+    assert mm.mmap_base == int(vdso.split("-")[1].split()[0], 16)
+    assert mm.map_count == len([ln for ln in text.splitlines() if ln.strip() and not ln.endswith("[vsyscall]")])
+    # a new non-fixed mapping of this process's shape lands in a free gap below mmap_base
+    a = mm.mmap(None, 4096, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+    assert a < mm.mmap_base and mm.vma_at(a) is not None

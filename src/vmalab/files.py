@@ -166,6 +166,7 @@ class File:
         self.deleted = deleted
         self.refcount = 1
         self.owner = owner
+        self.anon_shmem = False  # the shmem file behind shared anonymous memory (vma_is_anon_shmem())
 
     @property
     def display_path(self) -> str:

@@ -48,7 +48,7 @@ FORK_COPIED = frozenset({
     "kernel", "randomize", "mmap_base", "mmap_legacy_base", "topdown", "mmap_min_addr", "dac_mmap_min_addr",
     "max_map_count", "cap_sys_rawio", "cap_ipc_lock", "overcommit_memory", "totalram_pages", "total_vm",
     "data_vm", "exec_vm", "stack_vm", "start_brk", "brk", "start_stack", "_next_anon_vma", "_next_ino",
-    "tracing", "profile", "ra_pages",
+    "tracing", "profile", "ra_pages", "anon_vma_name_enabled",
 })
 #: MM attributes fork builds anew for the child (see :meth:`ForkMixin.fork`).
 FORK_REBUILT = frozenset({

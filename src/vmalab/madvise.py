@@ -91,6 +91,9 @@ def _is_pagecache_file(f: File) -> bool:
     return f.inode.mode == S_IFREG and f.f_op.fault_style == "filemap"
 
 
+ANON_VMA_NAME_MAX = 80  # include/linux/mm_types.h
+
+
 class MadviseMixin:
     """The madvise part of :class:`vmalab.mm.MM` (see the module docstring)."""
 
@@ -408,8 +411,8 @@ class MadviseMixin:
         if not self._is_valid_guard_vma(vma, allow_locked=False):
             return -errno.EINVAL
         vma.vm_flags |= C.VM_MAYBE_GUARD
-        if vma.is_anonymous():
-            self.anon_vma_prepare(vma)
+        if vma.is_anonymous() and self.anon_vma_prepare(vma):
+            return -errno.ENOMEM
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             self.pt.set(vpn, GUARD_MARKER)
         self._trace("madvise", "guard markers installed", start=start, end=end)
@@ -445,7 +448,57 @@ class MadviseMixin:
                 return -errno.EINVAL
             stop = min(end, vma.vm_end)
             while addr < stop:
-                if self._fault(vma, addr, write, gup=True) is not None:
-                    return -errno.EFAULT
+                sig = self._fault(vma, addr, write, gup=True)
+                if sig is not None:
+                    return -errno.ENOMEM if sig == "OOM" else -errno.EFAULT
                 addr += PAGE_SIZE
         return 0
+
+    # ------------------------------------------------------------------------------------------------
+    # prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME)
+    def sys_set_vma_anon_name(self: MM, start: int, length: int, name: str | None) -> int:
+        """Models kernel/sys.c: prctl_set_vma() and mm/madvise.c: madvise_set_anon_name(): name (or, with
+        ``None``, unname) the anonymous VMAs of a range; the name takes part in merging (VMAs with
+        different names never merge) and shows in maps as ``[anon:NAME]``.  EINVAL when the kernel lacks
+        CONFIG_ANON_VMA_NAME (``anon_vma_name_enabled``; off on the live kernel here), for a name longer
+        than 80 bytes or with unprintable characters or any of ``\\`$[]``, for an unaligned start or a
+        wrapping range; ENOMEM for holes (after naming what precedes them); EBADF for a file mapping."""
+        if not self.anon_vma_name_enabled:
+            return -errno.EINVAL
+        if name is not None and (len(name.encode()) >= ANON_VMA_NAME_MAX
+                                 or any(not (0x20 <= ord(c) < 0x7F) or c in "\\`$[]" for c in name)):
+            return -errno.EINVAL
+        start &= ULONG_MASK
+        if start & (PAGE_SIZE - 1):
+            return -errno.EINVAL
+        end = start + page_align(length & ULONG_MASK)
+        if end < start or (length and end == start):
+            return -errno.EINVAL
+        if end == start:
+            return 0
+        err = 0
+        cur = self.tree.find(start)
+        if cur is None or cur.vm_start >= end:
+            return -errno.ENOMEM
+        if cur.vm_start > start:
+            err = -errno.ENOMEM
+        prev = self.tree.prev(cur) if start <= cur.vm_start else cur
+        pos = max(start, cur.vm_start)
+        while cur is not None and cur.vm_start < end:
+            if cur.vm_start > pos:
+                err = -errno.ENOMEM
+            if cur.vm_file is not None and not cur.is_anonymous() and not cur.vm_file.anon_shmem:
+                return -errno.EBADF
+            stop = min(cur.vm_end, end)
+            if cur.anon_name != name:
+                r = self.vma_modify(cur, prev, max(pos, cur.vm_start), stop, cur.vm_flags,
+                                    anon_name=name if name is not None else "", op="prctl")
+                if isinstance(r, int):
+                    return -errno.EAGAIN if r == -errno.ENOMEM else r
+                cur = r
+            prev = cur
+            pos = cur.vm_end
+            cur = self.tree.next(cur)
+        if pos < end:
+            err = -errno.ENOMEM
+        return err

@@ -169,6 +169,8 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         self.cap_sys_rawio = True
         self.cap_ipc_lock = True
         self.overcommit_memory = 0
+        # CONFIG_ANON_VMA_NAME: off on the live 6.18 kernel here (prctl(PR_SET_VMA) answers EINVAL).
+        self.anon_vma_name_enabled = False
         self.totalram_pages = (24 << 30) >> PAGE_SHIFT
         # The backing device's read_ahead_kb / 4: 8192 KiB on this machine's disk (/dev/vda), measured;
         # mmap read-around of a cache miss reads up to this many pages (mm/filemap.c, ra->ra_pages).
@@ -189,6 +191,19 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         self.fdtable: dict[int, File] = {}
         self.trace: list[TraceEvent] = []
         self.tracing = False
+
+    @classmethod
+    def from_maps(cls, text: str, *, rlimit_stack: int = 8 << 20, **kwargs: Any) -> MM:
+        """An MM holding the VMAs of a real process's ``/proc/PID/maps`` text.  ``mmap_base`` is read from
+        the end of ``[vdso]`` when the text has one (the vDSO block is the first top-down allocation, so
+        it ends at mmap_base even with ASLR on), else derived from ``rlimit_stack``."""
+        from .procfs import import_maps
+        mm = cls(rlimit_stack=rlimit_stack, **kwargs)
+        import_maps(mm, text)
+        for v in mm.tree:
+            if v.vm_ops is not None and v.vm_ops.name(v) == "[vdso]":
+                mm.mmap_base = v.vm_end
+        return mm
 
     # ------------------------------------------------------------------------------------------------
     # small helpers
@@ -258,7 +273,9 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
     def new_shmem_file(self, name: str, size: int, deleted: bool = True) -> File:
         """shmem_kernel_file_setup(): an unlinked shmem file (shared anonymous memory, /dev/zero)."""
         inode = Inode(self._alloc_ino(), SHMEM_DEV, size=size)
-        return self.resources.track_file(File(inode, ShmemFileOps(), name, deleted=deleted, owner=self))
+        f = File(inode, ShmemFileOps(), name, deleted=deleted, owner=self)
+        f.anon_shmem = name == "/dev/zero"  # shmem_zero_setup(): shared anonymous memory
+        return self.resources.track_file(f)
 
     def memfd_create(self, name: str, size: int = 0) -> int:
         """memfd_create(2) + ftruncate: returns a descriptor; maps show ``/memfd:NAME (deleted)``."""
@@ -478,7 +495,7 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
         """Models mm/vma.c: vma_modify() with vma_merge_existing_range(): change [start, end) of ``vma``
         (merging with neighbours where Linux would, else splitting).  Returns the VMA now covering the
         range, or -errno (after a first split that already happened, as in the kernel)."""
-        name = vma.anon_name if anon_name is None else anon_name
+        name = vma.anon_name if anon_name is None else (anon_name or None)  # "" clears the name
         merged = self._merge_existing(vma, prev, start, end, new_flags, name, op)
         if merged is not None:
             return merged
