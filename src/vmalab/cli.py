@@ -36,6 +36,8 @@ def print_result(result: dict[str, Any], out: Any = None) -> None:
             ret = f"-1 {r['errno']}"
         elif r.get("signal"):
             ret = f"-1 {r['signal']}"
+        elif "vmas" in r and "ret" not in r:
+            ret = f"{len(r['vmas'])} VMAs"
         else:
             ret = str(r.get("ret"))
         extra = ""
@@ -293,4 +295,84 @@ def fuzz(seed: int, cases: int, nops: int, jobs: int | None, out_dir: str, ops_f
             raise CliError(f"live kernel: {e}") from None
     click.echo(summary.line())
     if summary.diverge or summary.errors:
+        sys.exit(1)
+
+
+@main.group()
+def faults() -> None:
+    """The named fault-injection points of the model."""
+
+
+@faults.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
+def faults_list(as_json: bool) -> None:
+    """List every fault point: name, kernel function, errno, what happens."""
+    from .constants import ERRNO_NAMES
+    from .faultpoints import FAULT_POINTS
+    if as_json:
+        click.echo(json.dumps([{"point": p.name, "function": p.function, "errno": ERRNO_NAMES[p.errno],
+                                "outcome": p.outcome, "driver_callback": p.driver, "description": p.description}
+                               for p in FAULT_POINTS.values()], indent=1))
+        return
+    for p in FAULT_POINTS.values():
+        tag = "" if p.outcome == "returned" else f" [{p.outcome}]"
+        click.echo(f"{p.name:<19} {ERRNO_NAMES[p.errno]:<7} {p.function}: {p.description}{tag}")
+
+
+@main.command()
+@click.argument("driver")
+@_profile_option
+@click.option("--all-profiles", is_flag=True, help="Explore under every kernel profile.")
+@click.option("--pairs/--no-pairs", default=True, show_default=True,
+              help="Also inject a second fault at every point each single-fault run hits.")
+@click.option("--driver-points", is_flag=True, help="Also fail the driver's own callbacks (mmap_prepare, "
+              "->mmap, mapped, success_hook, finish) without running them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write each finding's reproducing scenario (with its 'inject' field) here.")
+@click.option("--replay", type=click.Path(dir_okay=False), default=None,
+              help="Run one scenario (e.g. a written reproducer) on DRIVER and print what it finds.")
+def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, driver_points: bool, as_json: bool,
+            out_dir: str | None, replay: str | None) -> None:
+    """Run DRIVER's mmap under every fault and report lock, reference and errno bugs.
+
+    DRIVER is a built-in driver name, or a Python file/module that defines open(mm, size) -> fd or one
+    FileOperations subclass (FILE.py:NAME picks one).  Exit status 1 when the driver has findings; the
+    kernel's own behaviour is reported separately and does not count."""
+    from .explore import ExploreError, all_profile_names, format_report, load_driver, run_scenario, write_scenarios
+    from .explore import explore as run_explore
+    try:
+        spec = load_driver(driver)
+    except ExploreError as e:
+        raise CliError(str(e)) from None
+    if replay:
+        try:
+            with open(replay, encoding="utf-8") as f:
+                raw = json.load(f)
+            parse_scenario(raw)
+        except (OSError, json.JSONDecodeError, ScenarioError) as e:
+            raise CliError(f"{replay}: {e}") from None
+        if profile:
+            raw["kernel_profile"] = profile
+        res = run_scenario(raw, spec)
+        if as_json:
+            click.echo(json.dumps({"unavailable": res.unavailable, "problems": [p.__dict__ for p in res.problems]},
+                                  indent=1))
+        else:
+            if res.unavailable:
+                click.echo(f"not available: {res.unavailable}")
+            for p in res.problems:
+                click.echo(f"{p.kind}: {p.category}: {p.what}")
+        if any(p.kind == "driver" for p in res.problems):
+            sys.exit(1)
+        return
+    profiles = all_profile_names() if all_profiles else [profile or "7.1"]
+    rep = run_explore(spec, profiles, pairs=pairs, driver_points=driver_points)
+    if out_dir:
+        write_scenarios(rep, out_dir)
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=1))
+    else:
+        click.echo(format_report(rep), nl=False)
+    if rep.findings:
         sys.exit(1)
