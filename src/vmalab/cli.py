@@ -203,14 +203,49 @@ def diff(scenario: str, as_json: bool, expected: str | None) -> None:
         click.echo(json.dumps({"name": scn.name, "agree": not diffs, "differences": diffs}, indent=1))
     else:
         if diffs:
-            click.echo(f"{scn.name}: DIVERGES ({len(diffs)} differences); first:")
-            click.echo(f"  {diffs[0]}")
-            for d in diffs[1:10]:
+            click.echo(f"{scn.name}: DIVERGES ({len(diffs)} differences)")
+            for d in diffs[:10]:
                 click.echo(f"  {d}")
+            side_by_side(kres, mres)
         else:
             click.echo(f"{scn.name}: agrees ({len(kres['results'])} ops)")
     if diffs:
         sys.exit(1)
+
+
+def first_divergence(kres: dict[str, Any], mres: dict[str, Any]) -> int | None:
+    """The index of the first op whose results differ (as compare_results judges them), if any."""
+    for i, (k, m) in enumerate(zip(kres["results"], mres["results"], strict=False)):
+        if compare_results({"results": [k], "env": kres.get("env", {})},
+                           {"results": [m], "env": mres.get("env", {})}):
+            return i
+    return None
+
+
+def side_by_side(kres: dict[str, Any], mres: dict[str, Any], width: int = 60) -> None:
+    """Print the first diverging op with the kernel's and the model's results in two columns, with the
+    maps lines of a snapshot."""
+    i = first_divergence(kres, mres)
+    if i is None:
+        return
+    k, m = kres["results"][i], mres["results"][i]
+
+    def lines(r: dict[str, Any]) -> list[str]:
+        out = [f"ret={r.get('ret')} errno={r.get('errno')}" + (f" signal={r['signal']}" if r.get("signal") else "")
+               + (f" value={r['value']}" if "value" in r else "") + (f" vec={r['vec']}" if "vec" in r else "")]
+        for v in r.get("vmas", []) or []:
+            out.append(f"{v.get('start')}-{v.get('end')} {v.get('perms')} {v.get('name') or ''}".rstrip())
+            out.append(f"  rss={v.get('rss_kb')}K [{v.get('vmflags')}]")
+        return out
+
+    click.echo(f"\nfirst divergence: op {i} ({k.get('op')} {_fmt_args(k.get('args', {}))})")
+    left, right = lines(k), lines(m)
+    click.echo(f"  {'kernel (expected)':<{width}} | model (got)")
+    for j in range(max(len(left), len(right))):
+        a = left[j] if j < len(left) else ""
+        b = right[j] if j < len(right) else ""
+        mark = " " if a == b else "*"
+        click.echo(f"{mark} {a:<{width}} | {b}")
 
 
 @main.command()

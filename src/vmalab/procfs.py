@@ -11,7 +11,8 @@ import re
 from typing import TYPE_CHECKING
 
 from . import constants as C
-from .files import File, Inode, RegularFileOps, SpecialMappingOps
+from .drivers.filemap import RegularFileOps
+from .files import File, Inode, SpecialMappingOps
 from .vma import VMA
 
 if TYPE_CHECKING:
