@@ -99,3 +99,4 @@ def test_diff_reports_divergence_against_a_recording(tmp_path: object) -> None:
     q = write(tmp_path, fake, "fake.kernel.json")
     r = vmalab("diff", p, "--expected", q)
     assert r.returncode == 1 and "DIVERGES" in r.stdout and "ENOMEM" in r.stdout
+    assert "first divergence: op 1 (mprotect" in r.stdout and "kernel (expected)" in r.stdout
