@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmalab import constants as C
+from vmalab.faultpoints import FAULT_POINTS
 from vmalab.faults import Fault
 from vmalab.mm import MM
 
@@ -41,6 +42,7 @@ op = st.one_of(
     st.tuples(st.just("mseal"), st.integers(0, 31), st.integers(0, 6), st.sampled_from([0, 0, 1])),
     st.tuples(st.just("brk"), st.integers(-2, 12), st.booleans()),
     st.tuples(st.just("nocap"), st.integers(0, 8)),
+    st.tuples(st.just("inject"), st.sampled_from(sorted(FAULT_POINTS)), st.integers(1, 3)),
 )
 
 
@@ -89,6 +91,9 @@ def test_random_sequences_keep_invariants(ops: list[tuple], max_map_count: int) 
                 old_brk = mm.brk
                 got = mm.sys_brk(want)
                 assert got == mm.brk and got in (want, old_brk), (got, want, old_brk)
+            elif o[0] == "inject":
+                # fail a later hit of a fault point (vmalab faults list): every error path stays valid
+                mm.fail_plan[o[1]] = (mm.fail_hits.get(o[1], 0) + o[2], -FAULT_POINTS[o[1]].errno)
             elif o[0] == "nocap":
                 # drop CAP_IPC_LOCK with a small RLIMIT_MEMLOCK (scenarios cannot, the model can)
                 mm.cap_ipc_lock = False

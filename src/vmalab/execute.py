@@ -14,7 +14,7 @@ from . import constants as C
 from .faults import Fault
 from .mm import MM
 from .procfs import import_maps, maps_line, maps_offset, perms, vma_name
-from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
+from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr, parse_inject
 
 CORE_OPS = {"mmap", "munmap", "mprotect", "touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate"}
 # op -> the MM method that implements it (an op is supported when the method exists)
@@ -68,6 +68,8 @@ class ModelRunner:
         except ValueError as e:
             raise ModelUnsupported(str(e)) from None
         self.mm.tracing = trace
+        for point, hit, err in parse_inject(scn.raw.get("inject", [])):
+            self.mm.fail_plan[point] = (hit, err)  # model-only: fail the hit-th hit of a fault point
         import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
         self.validate = validate
         self.fds: dict[tuple[str, str], dict[str, int]] = {}

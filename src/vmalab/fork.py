@@ -54,6 +54,7 @@ FORK_COPIED = frozenset({
 FORK_REBUILT = frozenset({
     "tree", "pt", "rng", "rlimits", "fdtable", "trace", "locked_vm", "committed", "leaked_commit", "def_flags",
     "locks", "lock_events", "fail_plan", "fail_hits",  # a new mm: no locks held, no fault-injection plan
+    "lockcheck", "resources",  # no lock checker attached; the child's own references are tracked afresh
 })
 
 

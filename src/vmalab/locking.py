@@ -10,8 +10,20 @@ hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class LockObserver(Protocol):
+    """Told about every acquisition (``vmalab.lockcheck.LockChecker``, in the spirit of lockdep)."""
+
+    def acquire(self, lock_class: str) -> None: ...
+
+    def mutex_locked(self, m: Mutex) -> None: ...
+
+    def mutex_unlocked(self, m: Mutex) -> None: ...
 
 
 class LockError(RuntimeError):
@@ -26,17 +38,24 @@ class Mutex:
         self.name = name
         self.held = False
         self.acquisitions = 0
+        self.observer: LockObserver | None = None  # the lock checker of the MM the driver was opened in
 
     def lock(self) -> None:
         if self.held:
             raise LockError(f"mutex {self.name} locked twice (deadlock)")
+        if self.observer is not None:
+            self.observer.acquire(f"driver:{self.name}")
         self.held = True
         self.acquisitions += 1
+        if self.observer is not None:
+            self.observer.mutex_locked(self)
 
     def unlock(self) -> None:
         if not self.held:
             raise LockError(f"mutex {self.name} unlocked while not held")
         self.held = False
+        if self.observer is not None:
+            self.observer.mutex_unlocked(self)
 
     def __repr__(self) -> str:
         return f"Mutex({self.name}, {'held' if self.held else 'free'})"
@@ -50,6 +69,7 @@ class LockState:
         self.mmap_lock: str | None = None  # None, "read" or "write"
         self.vma_locks: set[int] = set()  # vm_start of write-locked VMAs
         self.i_mmap: set[int] = set()  # inode numbers whose rmap lock is held for write
+        self.observer: LockObserver | None = None
 
     def held(self) -> frozenset[str]:
         out = set()
@@ -63,6 +83,8 @@ class LockState:
     def mmap_write(self) -> Iterator[None]:
         """mmap_write_lock() ... mmap_write_unlock(); dropping the mmap lock also drops VMA write locks."""
         outer = self.mmap_lock
+        if outer is None and self.observer is not None:
+            self.observer.acquire("mmap_lock")
         self.mmap_lock = "write"
         try:
             yield
@@ -74,6 +96,8 @@ class LockState:
     @contextmanager
     def mmap_read(self) -> Iterator[None]:
         outer = self.mmap_lock
+        if outer is None and self.observer is not None:
+            self.observer.acquire("mmap_lock")
         self.mmap_lock = outer or "read"
         try:
             yield
@@ -83,9 +107,21 @@ class LockState:
     def lock_i_mmap(self, ino: int) -> None:
         if ino in self.i_mmap:
             raise LockError(f"i_mmap_rwsem of inode {ino} taken twice (deadlock)")
+        if self.observer is not None:
+            self.observer.acquire("i_mmap_rwsem")
         self.i_mmap.add(ino)
 
     def unlock_i_mmap(self, ino: int) -> None:
         if ino not in self.i_mmap:
             raise LockError(f"i_mmap_rwsem of inode {ino} released while not held")
         self.i_mmap.discard(ino)
+
+
+def mmap_write_locked(fn: Callable[..., int]) -> Callable[..., int]:
+    """Run an MM syscall method under ``mmap_write_lock()`` (as vm_munmap(), do_mprotect_pkey() and
+    mremap() do), so the callbacks it makes (``->open``, ``->close``) see the lock the kernel holds."""
+    @functools.wraps(fn)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> int:
+        with self.locks.mmap_write():
+            return fn(self, *args, **kwargs)
+    return locked

@@ -228,6 +228,7 @@ class MlockMixin:
             return 0  # special mappings ([vdso]): their pages are not modelled
         write = (vma.vm_flags & (C.VM_WRITE | C.VM_SHARED)) == C.VM_WRITE
         for addr in range(start, end, PAGE_SIZE):
-            if self._fault(vma, addr, write, gup=True) is not None:
-                return -errno.EFAULT
+            sig = self._fault(vma, addr, write, gup=True)
+            if sig is not None:
+                return -errno.ENOMEM if sig == "OOM" else -errno.EFAULT
         return 0

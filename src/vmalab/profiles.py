@@ -91,6 +91,10 @@ class KernelProfile:
         if is_compat:
             mm._trace("mmap", "WARN: do_munmap() on a detached VMA (compat path)", start=start, end=end)
             return
+        if mm.inject("error_unmap"):  # mmap_action_finish() ignores do_munmap()'s return value
+            mm._trace("mmap", "do_munmap() of the failed VMA failed (ignored): the VMA stays mapped",
+                      start=start, end=end)
+            return
         mm.do_munmap(start, end)
         mm._trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
 
@@ -331,7 +335,8 @@ class ProfileFinish(Profile71):
         if action.finish is None:
             return err
         fin = action.finish
-        r = int(mm.callback("finish", lambda: fin(err), vma=None if err else vma))
+        r = int((0 if err else mm.inject("finish"))
+                or mm.callback("finish", lambda: fin(err), vma=None if err else vma))
         if err:
             if not r:
                 mm._trace("mmap", "VM_WARN: finish() cleared the error; keeping it")

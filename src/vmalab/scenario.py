@@ -330,11 +330,42 @@ def parse_op(raw: Any, where: str) -> Op:
     return Op(name, args, p, note)
 
 
+def parse_inject(value: Any) -> list[tuple[str, int, int]]:
+    """The model-only ``"inject"`` field: ``[{"point": P, "hit": K, "errno": "ENOMEM"}, ...]`` (fail the K-th
+    hit of fault point P, ``vmalab faults list``) as (point, hit, -errno) triples."""
+    from .faultpoints import FAULT_POINTS
+    if not isinstance(value, list):
+        raise ScenarioError("'inject' must be a list of {point, hit, errno} objects")
+    out: list[tuple[str, int, int]] = []
+    for i, item in enumerate(value):
+        w = f"inject[{i}]"
+        if not isinstance(item, dict) or set(item) - {"point", "hit", "errno"} or "point" not in item:
+            raise ScenarioError(f"{w}: must be an object with point, hit and errno")
+        point, hit, err = item["point"], item.get("hit", 1), item.get("errno")
+        if point not in FAULT_POINTS:
+            raise ScenarioError(f"{w}: unknown fault point {point!r} (see 'vmalab faults list')")
+        if isinstance(hit, bool) or not isinstance(hit, int) or hit < 1:
+            raise ScenarioError(f"{w}: hit must be a positive integer")
+        if err is None:
+            num = FAULT_POINTS[point].errno
+        elif isinstance(err, str) and err in C.ERRNO_NUMBERS:
+            num = C.ERRNO_NUMBERS[err]
+        elif isinstance(err, int) and not isinstance(err, bool) and 0 < err < 4096:
+            num = err
+        else:
+            raise ScenarioError(f"{w}: bad errno {err!r}")
+        if any(p == point for p, _, _ in out):
+            raise ScenarioError(f"{w}: point {point!r} is injected twice (one hit per point)")
+        out.append((point, hit, -num))
+    return out
+
+
 def parse_scenario(raw: Any) -> Scenario:
     """Validate and parse a scenario object (already decoded from JSON)."""
     if not isinstance(raw, dict):
         raise ScenarioError("a scenario must be a JSON object")
-    allowed = {"name", "description", "window", "rlimit_stack", "ops", "format", "expect", "reason", "kernel_profile"}
+    allowed = {"name", "description", "window", "rlimit_stack", "ops", "format", "expect", "reason", "kernel_profile",
+               "inject"}
     for key in raw:
         if key not in allowed:
             raise ScenarioError(f"unknown scenario field {key!r}")
@@ -353,6 +384,7 @@ def parse_scenario(raw: Any) -> Scenario:
     desc = raw.get("description", "")
     if not isinstance(desc, str):
         raise ScenarioError("'description' must be a string")
+    parse_inject(raw.get("inject", []))
     return Scenario(name, desc, window, rlimit_stack, ops, raw)
 
 

@@ -361,6 +361,9 @@ def run_on_kernel(scn: Scenario, *, timeout: float = 120.0) -> dict[str, Any]:
     if profile not in (None, "6.18"):
         raise KernelRunnerError(f"scenario {scn.name!r} asks for kernel profile {profile!r}; the live kernel is "
                                 "6.18: run it on the model")
+    if scn.raw.get("inject"):
+        raise KernelRunnerError(f"scenario {scn.name!r} injects faults ('inject'), which only the model can do: "
+                                "run it on the model")
     runner = ensure_runner()
     b = _build(scn)
     try:
