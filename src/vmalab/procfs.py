@@ -161,7 +161,7 @@ def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> Non
         if name in SPECIAL_FLAGS:
             v.vm_ops = SpecialMappingOps(name)
             v.vm_pgoff = 0
-        elif name.startswith("/") and (ino or major or minor):
+        elif name.startswith(("/", "$")) and (ino or major or minor):  # "$RUNNER", "$FILES/..." are symbolic
             key = (name, major, minor, ino)
             f = files.get(key)
             if f is None:

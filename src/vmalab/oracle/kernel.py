@@ -174,9 +174,13 @@ class _Build:
     slots: dict[tuple[str, str, str], int] = field(default_factory=dict)
     names: dict[str, int] = field(default_factory=dict)
     header: list[str] = field(default_factory=list)
+    runner: str | None = None  # the helper's own path, shown in results as ``$RUNNER``
 
     def real_name(self, name: str) -> str:
-        """Translate a ``$FILES/disk/NAME`` / ``$FILES/tmpfs/NAME`` maps name into the real path."""
+        """Translate a ``$FILES/disk/NAME`` / ``$FILES/tmpfs/NAME`` / ``$RUNNER`` maps name into the real
+        path."""
+        if name == RUNNER_NAME:
+            return self.runner or ensure_runner()
         if name.startswith("$FILES/disk/") and self.disk_dir:
             return f"{self.disk_dir}/{name[len('$FILES/disk/'):]}"
         if name.startswith("$FILES/tmpfs/") and self.shm_dir:
@@ -184,7 +188,10 @@ class _Build:
         return name
 
     def scenario_name(self, name: str) -> str:
-        """The inverse of :meth:`real_name`, for names read from /proc/self/maps."""
+        """The inverse of :meth:`real_name`, for names read from /proc/self/maps.  The runner binary's
+        path depends on the cache directory and the compiler, so results name it ``$RUNNER``."""
+        if self.runner and name == self.runner:
+            return RUNNER_NAME
         for d, label in ((self.disk_dir, "$FILES/disk/"), (self.shm_dir, "$FILES/tmpfs/")):
             if d and name.startswith(d + "/"):
                 return label + name[len(d) + 1:]
@@ -366,6 +373,7 @@ def run_on_kernel(scn: Scenario, *, timeout: float = 120.0) -> dict[str, Any]:
                                 "run it on the model")
     runner = ensure_runner()
     b = _build(scn)
+    b.runner = os.path.realpath(runner)
     try:
         return _execute(b, runner, timeout)
     finally:
@@ -465,7 +473,7 @@ def _parse_vmas(b: _Build, lines: _Lines) -> list[dict[str, Any]]:
             name = parts[5].strip() if len(parts) > 5 else ""
             cur = {"start": format_addr(lo, b.scn.window), "end": format_addr(hi, b.scn.window),
                    "len": f"{hi - lo:#x}", "perms": parts[1], "pgoff": f"{int(parts[2], 16):#x}",
-                   "name": b.scenario_name(name), "rss_kb": 0, "vmflags": "", "maps": rest}
+                   "name": b.scenario_name(name), "rss_kb": 0, "vmflags": "", "maps": _symbolic_maps_line(b, rest)}
             vmas.append(cur)
         elif tag == "kv" and cur is not None:
             key, _, value = rest.partition(":")
@@ -623,7 +631,7 @@ def _parse_output(b: _Build, out: str, err: str, returncode: int, runner: str) -
                 maps.append(rest)
             else:
                 raise KernelRunnerError(f"malformed runner output before the first op: {line!r}")
-        env["initial_maps"] = "".join(m + "\n" for m in maps)
+        env["initial_maps"] = "".join(_symbolic_maps_line(b, m) + "\n" for m in maps)
         env["runner_static"] = _runner_is_static(runner)
         env["window_size"] = f"{WINDOW_SIZE:#x}"
         for op in scn.ops:
@@ -636,3 +644,13 @@ def _parse_output(b: _Build, out: str, err: str, returncode: int, runner: str) -
     except ValueError as e:
         raise KernelRunnerError(f"scenario {scn.name!r}: malformed runner output: {e}") from None
     return {"name": scn.name, "description": scn.description, "env": env, "results": results}
+
+
+RUNNER_NAME = "$RUNNER"
+
+
+def _symbolic_maps_line(b: _Build, line: str) -> str:
+    """A raw maps line with the runner's path replaced by ``$RUNNER`` (the name column starts at 73)."""
+    if b.runner and line.endswith(" " + b.runner):
+        return line[: len(line) - len(b.runner)] + RUNNER_NAME
+    return line
