@@ -100,3 +100,14 @@ def test_diff_reports_divergence_against_a_recording(tmp_path: object) -> None:
     r = vmalab("diff", p, "--expected", q)
     assert r.returncode == 1 and "DIVERGES" in r.stdout and "ENOMEM" in r.stdout
     assert "first divergence: op 1 (mprotect" in r.stdout and "kernel (expected)" in r.stdout
+
+
+def test_all_profiles_and_profiles_list() -> None:
+    path = os.path.join(os.path.dirname(__file__), "scenarios", "driver_devmem_remap.json")
+    r = vmalab("run", "--all-profiles", path)
+    assert r.returncode == 0, r.stderr
+    assert "== kernel profile 7.2" in r.stdout and "not available under: 6.18" in r.stdout
+    r = vmalab("profiles")
+    assert r.returncode == 0 and "seed-v3" in r.stdout and "finish" in r.stdout
+    r = vmalab("run", "--kernel-profile", "9.9", path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -158,16 +158,22 @@ def _run_all_profiles(scn: Any, as_json: bool, trace: bool) -> None:
         click.echo(json.dumps(outcomes, indent=1))
         return
     from .execute import summarize_result
+    summaries = {name: summarize_result(res) for name, res in outcomes.items() if "unavailable" not in res}
+    nops = max((len(v) for v in summaries.values()), default=0)
+    differing = [i for i in range(nops) if len({tuple(v[i:i + 1]) for v in summaries.values()}) > 1]
     for name, res in outcomes.items():
         click.echo(f"== kernel profile {name}")
         if "unavailable" in res:
             click.echo(f"   not available: {res['unavailable']}")
             continue
-        for line in summarize_result(res):
-            click.echo(f"   {line}")
+        for i, line in enumerate(summarize_result(res)):
+            click.echo(f" {'*' if i in differing else ' '} {line}")
         if trace:
             for ev in traces[name]:
                 click.echo(f"     trace: {ev}")
+    unavailable = [n for n, r in outcomes.items() if "unavailable" in r]
+    click.echo(f"== ops whose outcome differs across profiles (*): {', '.join(map(str, differing)) or 'none'}"
+               + (f"; not available under: {', '.join(unavailable)}" if unavailable else ""))
 
 
 @main.command()
