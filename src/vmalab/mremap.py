@@ -429,7 +429,9 @@ class MremapMixin:
         seen = False
         last_end = 0
         cursor = start
-        while True:
+        while cursor < end:
+            # the VMA iterator resumes after the last VMA it returned (vma_iter_invalidate() pauses it
+            # there), so a move that merged the source with its copy is not visited again
             vma = self.tree.find_intersection(cursor, end)
             if vma is None:
                 break
