@@ -114,7 +114,7 @@ class FaultMixin:
         e = self.inject("anon_vma_prepare")
         if e:
             return e
-        ignore = C.VM_ACCESS_FLAGS | C.VM_SOFTDIRTY
+        ignore = C.VM_ACCESS_FLAGS | C.VM_IGNORE_MERGE  # anon_vma_compatible(): soft-dirty and the guard marker
 
         def compatible(a: VMA, b: VMA) -> bool:
             return (a.vm_end == b.vm_start and a.vm_file is b.vm_file and a.anon_name == b.anon_name
@@ -165,13 +165,19 @@ class FaultMixin:
         assert f is not None
         inode = f.inode
         pgoff = vma.pgoff_at(addr)
+        shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
+        if write and not shared and pte is None:
+            # do_cow_fault() prepares the anon_vma before ->fault() runs, so a COW fault beyond EOF leaves
+            # the VMA with an anon_vma although it ends in SIGBUS (fuzz finding, see
+            # tests/scenarios/fault_cow_beyond_eof_prepares_anon_vma.json)
+            if self.anon_vma_prepare(vma):
+                return "OOM"
         if pgoff >= inode.npages():
             if not write and pte is None:
                 # do_read_fault(): do_fault_around() maps the cached pages around the address (clipped to
                 # EOF) before ->fault() finds the page beyond EOF and reports SIGBUS.
                 self._fault_around(vma, addr, inode)
             return "SIGBUS"
-        shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
         if pte is not None:
             if not write or shared or pte.kind == ANON and pte.mapcount == 1:
                 return None

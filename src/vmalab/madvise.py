@@ -196,7 +196,7 @@ class MadviseMixin:
         and the user could not write to it anyway (file mappings and writable memory are allowed)."""
         if not vma.vm_flags & C.VM_SEALED or advice not in DISCARD_ADVICE:
             return True
-        if vma.vm_file is not None or vma.vm_flags & C.VM_SHARED:
+        if not vma.is_anonymous():  # vma_is_anonymous(): no vm_ops (private /dev/zero counts as anonymous)
             return True
         return bool(vma.vm_flags & C.VM_WRITE)
 
