@@ -191,6 +191,7 @@ class FaultMixin:
         if style == "filemap" and pgoff not in inode.pages:
             self._readahead(vma, inode, pgoff)
         cache = inode.cache_page(pgoff)
+        cache.uptodate = True  # filemap_fault() reads a !uptodate folio before mapping it
         if write and not shared:
             if self.anon_vma_prepare(vma):
                 return "OOM"
@@ -237,7 +238,7 @@ class FaultMixin:
             if pg_off >= limit or self.pt.get(v) is not None:
                 continue
             page = inode.pages.get(pg_off)
-            if page is not None:
+            if page is not None and page.uptodate:  # next_uptodate_folio() skips !uptodate folios
                 self.pt.set(v, page)
 
     def mm_populate(self: MM, start: int, length: int) -> None:

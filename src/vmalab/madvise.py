@@ -367,9 +367,9 @@ class MadviseMixin:
     def _madvise_cold_or_pageout(self: MM, vma: VMA, start: int, end: int, pageout: bool) -> int:
         """Models madvise_cold() / madvise_pageout(): deactivation is invisible.  Reclaim
         (shrink_folio_list()) without swap keeps anonymous pages mapped (add_to_swap() fails first), but
-        a page-cache page that this PTE alone maps is unmapped; a clean page of a regular file then
-        leaves the page cache, while shmem and dirty pages stay cached.  A page holding data counts as
-        dirty here."""
+        a page-cache page that this PTE alone maps is unmapped; a clean page (of a regular file, or a
+        shmem page never written) then leaves the page cache, while dirty pages stay cached (no swap).
+        A page holding data counts as dirty here."""
         if vma.vm_flags & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
             return -errno.EINVAL  # can_madv_lru_vma()
         if not pageout or vma.vm_file is None:
@@ -381,7 +381,10 @@ class MadviseMixin:
                 continue  # anonymous, zero page, guard marker, or mapped more than once
             self.pt.zap(vpn, vpn + 1)
             pgoff = vma.pgoff_at(vpn << PAGE_SHIFT)
-            if _is_pagecache_file(f) and not p.data and inode.pages.get(pgoff) is p:
+            # a clean folio leaves the cache: a regular file's (its data is on disk) and a shmem one's that
+            # was never written (it reads back as zeroes); dirty shmem folios cannot go without swap
+            clean_droppable = _is_pagecache_file(f) or f.f_op.fault_style == "shmem"
+            if clean_droppable and not p.data and inode.pages.get(pgoff) is p:
                 del inode.pages[pgoff]
         return 0
 

@@ -319,6 +319,12 @@ class MM(FaultMixin, MremapMixin, MadviseMixin, MincoreMixin, MsyncMixin, MlockM
             raise _err(errno.EINVAL)
         old = f.inode.size
         f.inode.truncate(length)
+        if length < old and length & (PAGE_SIZE - 1) and f.f_op.fault_style == "filemap":
+            # ext4_truncate() -> ext4_block_truncate_page(): the folio of the new last, partial block is
+            # looked up with FGP_CREAT; over a hole nothing is read, so a new folio stays !uptodate.
+            last = length >> PAGE_SHIFT
+            if last not in f.inode.pages:
+                f.inode.cache_page(last).uptodate = False
         if length < old:
             # truncate_pagecache() -> unmap_mapping_range(even_cows=1): zap the PTEs of every mapping
             # beyond the new EOF, the private COW copies too; guard markers stay.

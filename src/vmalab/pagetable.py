@@ -22,7 +22,7 @@ class Page:
     ``guard``: a guard-region PTE marker (not resident, not counted in Rss).
     ``data`` holds the non-zero bytes sparsely (offset -> value)."""
 
-    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot")
+    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot", "uptodate")
 
     def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0) -> None:
         self.kind = kind
@@ -30,6 +30,9 @@ class Page:
         self.data: dict[int, int] = {} if data is None else data
         self.pfn = pfn  # for PFN/KERNEL pages: the page frame number mapped
         self.pgprot = pgprot  # for PFN pages: the pgprot the remap used
+        # page cache: PG_uptodate.  A folio created without being read (ext4's partial-block zeroing on a
+        # truncate over a hole) is in the cache (mincore 1) but fault-around skips it until it is read.
+        self.uptodate = True
 
     def read(self, off: int) -> int:
         return self.data.get(off, 0)
