@@ -242,23 +242,7 @@ class FaultMixin:
                 self.pt.set(v, page)
 
     def mm_populate(self: MM, start: int, length: int) -> None:
-        """Models mm/gup.c: __mm_populate() -> populate_vma_page_range(): fault in every page."""
-        end = start + length
-        addr = start
-        while addr < end:
-            v = self.tree.find(addr)
-            if v is None or v.vm_start >= end:
-                break
-            addr = max(addr, v.vm_start)
-            stop = min(end, v.vm_end)
-            if (v.vm_flags & (C.VM_IO | C.VM_PFNMAP | C.VM_LOCKONFAULT)
-                    or not v.vm_flags & C.VM_ACCESS_FLAGS):
-                addr = stop  # populate_vma_page_range() leaves VM_LOCKONFAULT VMAs to their faults
-                continue
-            write = (v.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
-            while addr < stop:
-                if self._fault(v, addr, write, gup=True) is not None:
-                    break  # SIGBUS-like failure ends the population of this VMA
-                addr += PAGE_SIZE
-            addr = stop
+        """Models mm/gup.c: mm_populate() (MAP_POPULATE, MAP_LOCKED, mlockall): __mm_populate() with its
+        errors ignored; one implementation, :meth:`vmalab.mlock.MlockMixin.populate_range`."""
+        self.populate_range(start, length, ignore_errors=True)
 
