@@ -67,7 +67,6 @@ DISCARD_ADVICE = frozenset({MADV_FREE, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV
 REMOTE_VALID_ADVICE = frozenset({MADV_COLD, MADV_PAGEOUT, MADV_WILLNEED, MADV_COLLAPSE})
 UIO_MAXIOV = 1024
 HPAGE_PMD_SIZE = 2 << 20
-FORCE_RA_MAX_PAGES = 32  # force_page_cache_ra(): max(bdi->io_pages, ra_pages), read_ahead_kb 128
 
 #: the single guard-marker "page" installed in page tables (like the zero page, shared by all PTEs)
 GUARD_MARKER = Page(GUARD)
@@ -359,7 +358,7 @@ class MadviseMixin:
         inode = f.inode
         if _is_pagecache_file(f):
             first = vma.pgoff_at(start)
-            n = min((end - start) >> PAGE_SHIFT, FORCE_RA_MAX_PAGES)
+            n = min((end - start) >> PAGE_SHIFT, self.ra_pages)  # force_page_cache_ra(): at most ra_pages
             for pgoff in range(first, min(first + n, inode.npages())):
                 inode.cache_page(pgoff)
         return vma, True
