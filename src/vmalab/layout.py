@@ -76,7 +76,6 @@ def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, 
             return -errno.ENOMEM
         found = None
         # Walk holes from the top: the hole above the highest VMA below high_limit first.
-        upper = high_limit
         nxt = tree.find(high_limit - 1)  # VMA at/after high_limit-1 (bounds the top hole)
         hole_hi = high_limit
         if nxt is not None and nxt.vm_start < high_limit:
@@ -86,7 +85,7 @@ def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, 
             cursor = high_limit
         for v in tree.iter_from_top(cursor):
             lo = max(v.vm_end, low_limit)
-            hi = min(hole_hi, upper)
+            hi = hole_hi
             if hi > lo and hi - lo >= length:
                 found = (lo, hi)
                 break
@@ -95,7 +94,7 @@ def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, 
                 break
         else:
             lo = low_limit
-            hi = min(hole_hi, upper)
+            hi = hole_hi
             if hi > lo and hi - lo >= length:
                 found = (lo, hi)
         if found is None:

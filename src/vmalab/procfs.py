@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from .drivers.filemap import RegularFileOps
-from .files import File, Inode, SpecialMappingOps
+from .files import GENERIC_FILE_VM_OPS, File, Inode, SpecialMappingOps
 from .vma import VMA
 
 if TYPE_CHECKING:
@@ -171,7 +171,6 @@ def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> Non
                 files[key] = f
             v.vm_file = f
             f.refcount += 1
-            from .files import GENERIC_FILE_VM_OPS
             v.vm_ops = GENERIC_FILE_VM_OPS
         elif name == "[heap]":
             mm.start_brk = start
