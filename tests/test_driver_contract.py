@@ -22,10 +22,12 @@ from vmalab.driver import ProfileFeatureError, VmAreaDesc
 from vmalab.drivers import driver_names, open_driver
 from vmalab.execute import run_on_model
 from vmalab.files import DUMMY_VM_OPS, File, FileOperations, Inode, VmOperations
+from vmalab.mm_types import VMA
+from vmalab.mmap import mmap_region
 from vmalab.pagetable import ANON, Page
 from vmalab.profiles import PROFILES
 from vmalab.scenario import load_scenario
-from vmalab.vma import VMA
+from vmalab.vma import VmaMerge, vma_merge_existing_range
 
 from .conftest import SCENARIO_DIR, model_only_paths
 
@@ -350,15 +352,9 @@ def test_devzero_shared_file_swap_refcounts(kernel: str) -> None:
     assert shm.refcount == 0
     # a failure after the swap drops the new file exactly once (alloc failure, §10)
     mm.fail_plan["vma_alloc"] = (mm.fail_hits.get("vma_alloc", 0) + 1, -errno.ENOMEM)
-    created: list[File] = []
-    orig = mm.new_shmem_file
-
-    def spy(*a: object, **k: object) -> File:
-        f = orig(*a, **k)  # type: ignore[arg-type]
-        created.append(f)
-        return f
-    mm.new_shmem_file = spy  # type: ignore[method-assign]
+    before = list(mm.resources.files)  # every file the mm creates is tracked there
     assert mm.sys_mmap(B, 2 * K, RW, SH, fd, 0) == -errno.ENOMEM
+    created: list[File] = [f for f in mm.resources.files if not any(f is g for g in before)]
     assert created and created[0].refcount == 0 and zero.refcount == 1
     mm.validate()
 
@@ -769,7 +765,9 @@ def test_vma_merge_special_flags(special: int) -> None:
     assert mm.merge_new_range(B + K, B + 2 * K, f, None, (B >> 12) + 1, prev, None) is None
     _anon(mm, 1, 1)
     mid = mm.vma_at(B + K)
-    assert mid is not None and mm._merge_existing(mid, prev, B + K, B + 2 * K, f, None, "t") is None
+    assert mid is not None
+    vmg = VmaMerge(B + K, B + 2 * K, f, None, mid.vm_pgoff, prev=prev, middle=mid, anon_vma=mid.anon_vma, src=mid)
+    assert vma_merge_existing_range(mm, vmg) is None
 
 
 def _with_close(mm: MM, off: int, n: int) -> CloseOps:
@@ -834,7 +832,7 @@ def test_vma_anon_vma_non_mergeable_and_dup() -> None:
 def test_mmap_region_basic_and_fill_hole() -> None:
     mm = mk("6.18")
     for off in (0x300, 0x24, 0x301, 0x25):  # four mmap_region calls ⇒ two merged VMAs
-        assert mm.mmap_region(None, B + off * K, K, C.VM_READ | C.VM_MAYREAD | C.VM_WRITE | C.VM_MAYWRITE,
+        assert mmap_region(mm, None, B + off * K, K, C.VM_READ | C.VM_MAYREAD | C.VM_WRITE | C.VM_MAYWRITE,
                               (B >> 12) + off) == B + off * K
     assert shape(mm) == [(0x24 * K, 0x26 * K), (0x300 * K, 0x302 * K)]
     assert mm.vma_at(B + 0x24 * K).vm_pgoff == (B >> 12) + 0x24  # type: ignore[union-attr]

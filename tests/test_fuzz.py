@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vmalab.mm import MM
+from vmalab import vma as vma_mod
 from vmalab.oracle import fuzz
 from vmalab.oracle.fuzz import (
     ALL_OPS,
@@ -56,7 +56,7 @@ def test_fixed_seed_fuzz_run_agrees() -> None:
 
 
 # --- a deliberately wrong model ---------------------------------------------------------------------
-def _never_merge(self: MM, *args: Any, **kwargs: Any) -> None:  # noqa: ARG001
+def _never_merge(*args: Any, **kwargs: Any) -> None:  # noqa: ARG001
     return None
 
 
@@ -64,7 +64,7 @@ def _never_merge(self: MM, *args: Any, **kwargs: Any) -> None:  # noqa: ARG001
 def test_wrong_model_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model whose vma_merge_new_range() never merges is caught within a few cases, and the case is
     shrunk to a handful of ops that still diverge."""
-    monkeypatch.setattr(MM, "merge_new_range", _never_merge)
+    monkeypatch.setattr(vma_mod, "vma_merge_new_range", _never_merge)
     config = FuzzConfig(ops=12, shrink_steps=400, nowindow_ratio=0.0)
     for index in range(60):
         o = run_case(7, index, config)
@@ -85,7 +85,7 @@ def test_wrong_model_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> No
 @needs_linux
 def test_wrong_anon_vma_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model whose is_mergeable_anon_vma() ignores the anon_vma merges what the kernel keeps apart."""
-    monkeypatch.setattr(MM, "_mergeable_anon", lambda self, tgt, src, src_anon: True)
+    monkeypatch.setattr(vma_mod, "is_mergeable_anon_vma", lambda tgt, src, src_anon: True)
     config = FuzzConfig(ops=14, shrink_steps=400, nowindow_ratio=0.0)
     found = None
     for index in range(400):
@@ -196,7 +196,7 @@ def test_cli_fuzz_writes_shrunk_failures(tmp_path: Any, monkeypatch: pytest.Monk
     from click.testing import CliRunner
 
     from vmalab.cli import main
-    monkeypatch.setattr(MM, "merge_new_range", _never_merge)
+    monkeypatch.setattr(vma_mod, "vma_merge_new_range", _never_merge)
     out = tmp_path / "f"
     r = CliRunner().invoke(main, ["fuzz", "--seed", "7", "--cases", "6", "--ops", "10", "--jobs", "1",
                                   "--out", str(out), "--ops-filter", "mmap,mprotect,touch"])

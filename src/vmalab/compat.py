@@ -15,31 +15,27 @@ from typing import TYPE_CHECKING
 
 from .driver import VmAreaDesc
 from .files import vma_set_file
+from .mmap import mmap_file
 
 if TYPE_CHECKING:
     from .files import File
-    from .mm import MM
-    from .vma import VMA
+    from .mm_types import VMA, MmStruct
 
 
-def vfs_mmap(mm: MM, file: File, vma: VMA) -> int:
+def vfs_mmap(mm: MmStruct, file: File, vma: VMA) -> int:
     """Models vfs_mmap(): compat_vma_mmap() for an mmap_prepare file, else the legacy ``->mmap`` (7.1:
     refusing a legacy hook that installed ``vm_ops->mapped``)."""
     if file.f_op.has_mmap_prepare and file.f_op.has_mmap:
-        mm._trace("mmap", "WARN: file has both mmap and mmap_prepare")
+        mm.probe.trace("mmap", "WARN: file has both mmap and mmap_prepare")
         return -errno.ENODEV
     if file.f_op.has_mmap_prepare:
         return compat_vma_mmap(mm, file, vma)
     if not file.f_op.has_mmap:
         return -errno.ENODEV
-    e = int(mm.callback("mmap", lambda: file.f_op.mmap(file, vma), vma=None))
-    if not e and mm.profile.legacy_mapped_rejected and getattr(vma.vm_ops, "mapped", None):
-        mm._trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
-        return -errno.EINVAL
-    return e
+    return mmap_file(mm, file, vma, linked=False)
 
 
-def compat_set_desc_from_vma(mm: MM, file: File, vma: VMA) -> VmAreaDesc:
+def compat_set_desc_from_vma(mm: MmStruct, file: File, vma: VMA) -> VmAreaDesc:
     """Models compat_set_desc_from_vma() (7.1; inline before): a zeroed descriptor describing the VMA,
     ``file`` being the inner file and ``vm_file`` the VMA's."""
     prof = mm.profile
@@ -48,7 +44,7 @@ def compat_set_desc_from_vma(mm: MM, file: File, vma: VMA) -> VmAreaDesc:
     return desc
 
 
-def compat_set_vma_from_desc(mm: MM, vma: VMA, desc: VmAreaDesc) -> None:
+def compat_set_vma_from_desc(mm: MmStruct, vma: VMA, desc: VmAreaDesc) -> None:
     """Models compat_set_vma_from_desc(): only pgoff, vm_file (vma_set_file), flags, page_prot, vm_ops and
     private_data are written back."""
     vma.vm_pgoff = desc.pgoff
@@ -60,7 +56,7 @@ def compat_set_vma_from_desc(mm: MM, vma: VMA, desc: VmAreaDesc) -> None:
     vma.vm_private_data = desc.private_data
 
 
-def __compat_vma_mmap(mm: MM, desc: VmAreaDesc, vma: VMA) -> int:
+def __compat_vma_mmap(mm: MmStruct, desc: VmAreaDesc, vma: VMA) -> int:
     """Models __compat_vma_mmap(): action prepare, apply the descriptor, complete the action at once on
     the detached VMA (``is_compat``)."""
     prof = mm.profile
@@ -74,14 +70,14 @@ def __compat_vma_mmap(mm: MM, desc: VmAreaDesc, vma: VMA) -> int:
     return 0
 
 
-def compat_vma_mmap(mm: MM, file: File, vma: VMA) -> int:
+def compat_vma_mmap(mm: MmStruct, file: File, vma: VMA) -> int:
     """Models compat_vma_mmap() (``compat_vma_mmap_prepare()`` in 6.18): run ``file``'s mmap_prepare for a
     VMA that a stacked driver's legacy ``->mmap`` is setting up.  On failure the raw error is returned and
     nothing is unmapped (the core's ->mmap failure path cleans up); 6.19/7.0 instead tried to unmap the
     detached VMA (a kernel WARN), which the trace reports."""
     desc = compat_set_desc_from_vma(mm, file, vma)
-    mm._trace("mmap", f"{mm.profile.compat_names[0]}()", start=vma.vm_start, end=vma.vm_end)
-    e = int(mm.callback("mmap_prepare", lambda: file.f_op.mmap_prepare(desc), vma=None))
+    mm.probe.trace("mmap", f"{mm.profile.compat_names[0]}()", start=vma.vm_start, end=vma.vm_end)
+    e = int(mm.callback("mmap_prepare", lambda: file.f_op.mmap_prepare(desc), desc=desc))
     if e:
         return e
     if mm.profile.has_actions:

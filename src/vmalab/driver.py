@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE
+from .pagetable import PFN, Page
 
 if TYPE_CHECKING:
     from .files import File, VmOperations
-    from .mm import MM
-    from .pagetable import Page
+    from .mm_types import VMA, MmStruct
     from .profiles import KernelProfile
-    from .vma import VMA
 
 VM_REMAP_FLAGS = C.VM_IO | C.VM_PFNMAP | C.VM_DONTEXPAND | C.VM_DONTDUMP
 MAX_ERRNO = 4095
@@ -89,7 +88,7 @@ class VmAreaDesc:
     touching it under a profile without actions raises :class:`ProfileFeatureError`.
     """
 
-    def __init__(self, profile: KernelProfile, mm: MM, file: File, start: int, end: int, pgoff: int,
+    def __init__(self, profile: KernelProfile, mm: MmStruct, file: File, start: int, end: int, pgoff: int,
                  vm_file: File | None, vm_flags: int, page_prot: int = 0,
                  vm_ops: VmOperations | None = None) -> None:
         self.profile = profile
@@ -109,6 +108,11 @@ class VmAreaDesc:
     def action(self) -> MmapAction:
         if self._action is None:
             raise ProfileFeatureError(f"kernel {self.profile.name} has no mmap_action in vm_area_desc")
+        return self._action
+
+    @property
+    def action_if_any(self) -> MmapAction | None:
+        """The action, or None under a profile without actions (for tools: never raises)."""
         return self._action
 
     @property
@@ -266,10 +270,9 @@ def map_kernel_pages_prepare(desc: VmAreaDesc) -> int:
 
 # -------------------------------------------------------------------------------------------------------
 # complete steps
-def do_action(mm: MM, vma: VMA, action: MmapAction) -> int:
+def do_action(mm: MmStruct, vma: VMA, action: MmapAction) -> int:
     """Run an action's page-table work on an established VMA (remap_pfn_range_complete() /
     map_kernel_pages_complete()).  Returns 0 or -errno."""
-    from .pagetable import PFN, Page
     t = action.type
     if t is MmapActionType.NOTHING:
         return 0
@@ -283,8 +286,7 @@ def do_action(mm: MM, vma: VMA, action: MmapAction) -> int:
         e = mm.inject("action_complete")
         if e:
             return e
-        for i in range((end - start) >> PAGE_SHIFT):
-            mm.pt.set((start >> PAGE_SHIFT) + i, Page(PFN, pfn=action.start_pfn + i, pgprot=action.pgprot))
+        install_pfn_ptes(mm, start, action.start_pfn, (end - start) >> PAGE_SHIFT, action.pgprot)
         return 0
     if t is MmapActionType.MAP_KERNEL_PAGES:
         pages = action.pages or []
@@ -298,6 +300,14 @@ def do_action(mm: MM, vma: VMA, action: MmapAction) -> int:
         return 0
     # IO_REMAP_PFN / SIMPLE_IO_REMAP should have been rewritten to REMAP_PFN during prepare (7.1)
     return -errno.EINVAL
+
+
+def install_pfn_ptes(mm: MmStruct, addr: int, pfn: int, npages: int, pgprot: int) -> None:
+    """remap_pte_range(): special PTEs for ``npages`` raw PFNs from ``pfn`` at ``addr`` (no struct page:
+    not in Rss)."""
+    vpn = addr >> PAGE_SHIFT
+    for i in range(npages):
+        mm.pt.set(vpn + i, Page(PFN, pfn=pfn + i, pgprot=pgprot))
 
 
 def is_valid_error(err: int) -> bool:
@@ -315,11 +325,10 @@ class ActionOutcome:
 
 # -------------------------------------------------------------------------------------------------------
 # the legacy API, for drivers that still implement f_op->mmap
-def remap_pfn_range(mm: MM, vma: VMA, addr: int, pfn: int, size: int, pgprot: int = 0) -> int:
+def remap_pfn_range(mm: MmStruct, vma: VMA, addr: int, pfn: int, size: int, pgprot: int = 0) -> int:
     """Models mm/memory.c: remap_pfn_range() as a legacy ``->mmap`` calls it on the VMA it was given:
     marks the VMA VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP, rewrites pgoff for a CoW mapping (which
     must be remapped whole) and installs the PFN PTEs.  Returns 0 or -errno."""
-    from .pagetable import PFN, Page
     end = addr + size
     if addr & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1) or addr < vma.vm_start or end > vma.vm_end or end <= addr:
         return -errno.EINVAL
@@ -328,6 +337,5 @@ def remap_pfn_range(mm: MM, vma: VMA, addr: int, pfn: int, size: int, pgprot: in
             return -errno.EINVAL
         vma.vm_pgoff = pfn
     vma.vm_flags |= VM_REMAP_FLAGS
-    for i in range(size >> PAGE_SHIFT):
-        mm.pt.set((addr >> PAGE_SHIFT) + i, Page(PFN, pfn=pfn + i, pgprot=pgprot))
+    install_pfn_ptes(mm, addr, pfn, size >> PAGE_SHIFT, pgprot)
     return 0

@@ -8,6 +8,7 @@ or — when comparing with a kernel recording — exactly the initial maps the r
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from . import constants as C
@@ -15,18 +16,23 @@ from .faults import Fault
 from .mm import MM
 from .procfs import import_maps, maps_line, maps_offset, perms, vma_name
 from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr, parse_inject
+from .syscalls import ADDR, FD, OPS, RET_ADDR, RET_BRK, RET_VEC, Syscall, for_op
 
-CORE_OPS = {"mmap", "munmap", "mprotect", "touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate"}
-# op -> the MM method that implements it (an op is supported when the method exists)
-SYSCALL_OPS = {"mremap": "sys_mremap", "madvise": "sys_madvise", "mlock": "sys_mlock", "munlock": "sys_munlock",
-               "mlockall": "sys_mlockall", "munlockall": "sys_munlockall", "mseal": "sys_mseal",
-               "msync": "sys_msync", "mincore": "sys_mincore", "brk": "sys_brk", "fork": "fork"}
+#: the ops that are not rows of the syscall table (vmalab.syscalls.OPS holds the others)
+MODEL_OPS = {"touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate", "fork"}
 
 
 def op_supported(name: str) -> bool:
     """Whether the model implements scenario op ``name``."""
-    from .mm import MM
-    return name in CORE_OPS or (name in SYSCALL_OPS and hasattr(MM, SYSCALL_OPS[name]))
+    return name in MODEL_OPS or name in OPS
+
+
+def first_addr_key(op: Op) -> str:
+    """The op's first address parameter (the one a repeat moves): ``old`` for mremap, else ``addr``."""
+    sc = for_op(op.op, op.p)
+    if sc is not None:
+        return next((prm.key for prm in sc.params if prm.kind == ADDR), "addr")
+    return "addr"
 
 
 class ModelUnsupported(Exception):
@@ -155,7 +161,7 @@ class ModelRunner:
         name = op.op
         if not op_supported(name):
             raise ModelUnsupported(f"op {name!r} is not supported by the model yet")
-        first_key = "old" if name == "mremap" else "addr"
+        first_key = first_addr_key(op)
 
         def a(key: str) -> int:
             if key != first_key:
@@ -163,14 +169,6 @@ class ModelRunner:
             start = self.addr(p[key]) if first_addr is None else first_addr
             return (start + first_addr_shift) & C.ULONG_MASK
 
-        if name == "mmap":
-            fd = self.fd(p.get("fd", FdSpec("none")))
-            r = mm.sys_mmap(a("addr"), p["len"], p["prot"], p["flags"], fd, p.get("offset", 0))
-            return self._ret(r, True)
-        if name == "munmap":
-            return self._ret(mm.sys_munmap(a("addr"), p["len"]))
-        if name == "mprotect":
-            return self._ret(mm.sys_mprotect(a("addr"), p["len"], p["prot"]))
         if name == "touch":
             try:
                 v = mm.touch(a("addr"), p["write"], p.get("value", 1))
@@ -201,7 +199,7 @@ class ModelRunner:
             body: Op = p["body"]
             done = 0
             failed: dict[str, Any] | None = None
-            key = "old" if body.op == "mremap" else "addr"
+            key = first_addr_key(body)
             first = self.addr(body.p[key]) if key in body.p else None
             for i in range(p["count"]):
                 one = self.do(body, i * p["step"], first)
@@ -221,65 +219,65 @@ class ModelRunner:
             return {"vmas": self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)}
         return self.do_syscall_op(op, a)
 
-    def do_syscall_op(self, op: Op, a: Any) -> dict[str, Any]:
-        """The ops implemented by the syscall-family modules (mremap, madvise, mlock, ...)."""
+    def do_syscall_op(self, op: Op, a: Callable[[str], int]) -> dict[str, Any]:
+        """The ops that are syscalls of the table (:mod:`vmalab.syscalls`), and fork."""
         p = op.p
-        mm: Any = self.mm
-        name = op.op
-        if name == "mremap":
-            new_addr = a("new_addr") if "new_addr" in p else 0
-            r = mm.sys_mremap(a("old"), p["old_len"], p["new_len"], p.get("flags", 0), new_addr)
-            return self._ret(r, True)
-        if name == "madvise":
-            return self._ret(mm.sys_madvise(a("addr"), p["len"], p["advice"]))
-        if name == "mlock":
-            if "flags" in p:
-                return self._ret(mm.sys_mlock2(a("addr"), p["len"], p["flags"]))
-            return self._ret(mm.sys_mlock(a("addr"), p["len"]))
-        if name == "munlock":
-            return self._ret(mm.sys_munlock(a("addr"), p["len"]))
-        if name == "mlockall":
-            return self._ret(mm.sys_mlockall(p["flags"]))
-        if name == "munlockall":
-            return self._ret(mm.sys_munlockall())
-        if name == "mseal":
-            return self._ret(mm.sys_mseal(a("addr"), p["len"], p.get("flags", 0)))
-        if name == "msync":
-            return self._ret(mm.sys_msync(a("addr"), p["len"], p["flags"]))
-        if name == "mincore":
-            rc, vec = mm.sys_mincore(a("addr"), p["len"])
+        sc = for_op(op.op, p)
+        if sc is not None:
+            return self.do_syscall(sc, p, a)
+        if op.op == "fork":
+            return self.do_fork(op)
+        raise ModelUnsupported(f"op {op.op!r} is not supported by the model yet")  # pragma: no cover
+
+    def do_syscall(self, sc: Syscall, p: dict[str, Any], a: Callable[[str], int]) -> dict[str, Any]:
+        """Run one row of the syscall table with the op's arguments, in the kernel's order."""
+        args: list[int] = []
+        for prm in sc.params:
+            if prm.kind == ADDR:
+                args.append(a(prm.key) if prm.key in p else self.addr(Addr(prm.default)))
+            elif prm.kind == FD:
+                args.append(self.fd(p.get(prm.key, FdSpec(prm.default))))
+            else:
+                args.append(p[prm.key] if prm.default is None else p.get(prm.key, prm.default))
+        r = sc.fn(self.mm, *args)
+        if sc.ret == RET_VEC:
+            rc, vec = r
             out = self._ret(rc)
             if rc == 0:
                 out["vec"] = vec
             return out
-        if name == "brk":
-            return {"ret": format_addr(mm.sys_brk(a("addr")), self.scn.window), "errno": None}
-        if name == "fork":
-            try:
-                child = mm.fork()
-            except OSError as e:
-                return self._ret(-(e.errno or errno.ENOMEM))
+        if sc.ret == RET_BRK:
+            return {"ret": format_addr(r, self.scn.window), "errno": None}
+        return self._ret(r, sc.ret == RET_ADDR)
+
+    def do_fork(self, op: Op) -> dict[str, Any]:
+        """fork: the child's window and reads, then the child is torn down."""
+        p = op.p
+        mm = self.mm
+        try:
+            child = mm.fork()
+        except OSError as e:
+            return self._ret(-(e.errno or errno.ENOMEM))
+        if self.validate:
+            child.validate()
+        saved = self.mm
+        self.mm = child
+        try:
+            vmas = self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)
+            reads = []
+            for raw, addr in zip(op.args.get("read", []), p.get("read", []), strict=True):
+                try:
+                    v = child.touch(self.addr(addr), False)
+                    reads.append({"addr": raw, "ret": 0, "value": v})
+                except Fault as f:
+                    reads.append({"addr": raw, "ret": -1, "signal": f.signal})
             if self.validate:
                 child.validate()
-            saved = self.mm
-            self.mm = child
-            try:
-                vmas = self.snapshot_vmas(BASE, BASE + WINDOW_SIZE, self.scn.window)
-                reads = []
-                for raw, addr in zip(op.args.get("read", []), p.get("read", []), strict=True):
-                    try:
-                        v = child.touch(self.addr(addr), False)
-                        reads.append({"addr": raw, "ret": 0, "value": v})
-                    except Fault as f:
-                        reads.append({"addr": raw, "ret": -1, "signal": f.signal})
-                if self.validate:
-                    child.validate()
-            finally:
-                self.mm = saved
-                child.exit_mmap()
-                child.exit_files()
-            return {"ret": 0, "errno": None, "child": {"vmas": vmas, "reads": reads}}
-        raise ModelUnsupported(f"op {name!r} is not supported by the model yet")  # pragma: no cover
+        finally:
+            self.mm = saved
+            child.exit_mmap()
+            child.exit_files()
+        return {"ret": 0, "errno": None, "child": {"vmas": vmas, "reads": reads}}
 
     def run(self) -> dict[str, Any]:
         results = []

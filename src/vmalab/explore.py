@@ -243,14 +243,7 @@ class _Runner(ModelRunner):
 
         scan(fops, 0)
         if fops.has_mmap_prepare:
-            orig = fops.mmap_prepare
-            chk = self.checker
-
-            def mmap_prepare(desc: Any) -> int:
-                chk.prepare_entry(desc)
-                return orig(desc)
-
-            fops.mmap_prepare = mmap_prepare  # type: ignore[method-assign]
+            self.checker.watch(fops)
 
 
 def _errno_name(res: dict[str, Any]) -> str | None:
@@ -383,7 +376,8 @@ def _check_errno(opname: str, res: dict[str, Any], fired: list[tuple[str, int, i
         return  # two faults in one syscall: the first one on the path decides
     filtered = fp.completion and (
         any(w in ("error_hook", "finish") for w in events)
-        or bool(chk.desc is not None and chk.desc._action is not None and chk.desc._action.error_override))
+        or bool(chk.desc is not None and chk.desc.action_if_any is not None
+                and chk.desc.action_if_any.error_override))
     if got is None:
         if fp.completion and filtered:
             add("driver", "errno", f"{opname}() succeeded although the mapping failed and was unmapped: the "

@@ -1,7 +1,7 @@
 """The named fallible points of the modelled paths (``vmalab faults list``).
 
 Each point is a place where the kernel can fail (an allocation, an LSM hook, the commit-charge check, a
-driver callback) and where the model calls :meth:`vmalab.mm.MM.inject`.  ``mm.fail_plan[point] = (k,
+driver callback) and where the model calls :meth:`vmalab.probe.Probe.inject`.  ``mm.fail_plan[point] = (k,
 -errno)`` (or a scenario's ``"inject"`` field) fails the k-th hit of a point; the model then takes the
 kernel's error path for that point.  ``errno`` is the value the kernel itself returns there (an
 allocation failure is -ENOMEM, an LSM denial -EACCES, ``cap_mmap_addr()`` -EPERM); a driver callback can

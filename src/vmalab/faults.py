@@ -1,16 +1,16 @@
-"""Page faults and population.
+"""Page faults.
 
 Models mm/memory.c (handle_mm_fault, do_anonymous_page, do_read_fault/do_cow_fault/do_shared_fault,
 do_fault_around), mm/filemap.c (filemap_fault's read-around), mm/rmap.c (__anon_vma_prepare),
-mm/mmap.c (expand_downwards for GROWSDOWN stacks), arch/x86/mm/fault.c (access_error) and mm/gup.c
-(populate_vma_page_range).  A fault decides two things the VMA layer can observe: whether a VMA gets
-an anon_vma (which changes later merges) and what is resident (Rss, mincore).
+mm/mmap.c (expand_downwards for GROWSDOWN stacks) and arch/x86/mm/fault.c (access_error).  A fault
+decides two things the VMA layer can observe: whether a VMA gets an anon_vma (which changes later merges)
+and what is resident (Rss, mincore).  Population (mm/gup.c) is :mod:`vmalab.gup`, which faults through
+:func:`handle_mm_fault`.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from . import constants as C
 from .constants import (
@@ -25,11 +25,9 @@ from .constants import (
     VM_WRITE,
 )
 from .files import Inode
+from .mm_types import VMA, AnonVma, MmStruct
 from .pagetable import ANON, GUARD, ZERO, Page
-from .vma import VMA, AnonVma
-
-if TYPE_CHECKING:
-    from .mm import MM
+from .vma import vma_set_start
 
 ZERO_PAGE = Page(ZERO)
 FAULT_AROUND_PAGES = 16
@@ -45,204 +43,202 @@ class Fault(Exception):
         self.code = code
 
 
-class FaultMixin:
-    """The fault half of :class:`vmalab.mm.MM`."""
-
-    def touch(self: MM, addr: int, write: bool = False, value: int = 1) -> int | None:
-        """A user access of one byte: returns the byte read (None for a write), or raises :class:`Fault`.
-        Models arch/x86/mm/fault.c: do_user_addr_fault() and mm/memory.c: handle_mm_fault()."""
-        addr &= ULONG_MASK
-        vma = self.tree.find(addr)
-        if vma is None:
+def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int | None:
+    """A user access of one byte: returns the byte read (None for a write), or raises :class:`Fault`.
+    Models arch/x86/mm/fault.c: do_user_addr_fault() and mm/memory.c: handle_mm_fault()."""
+    addr &= ULONG_MASK
+    vma = mm.tree.find(addr)
+    if vma is None:
+        raise Fault("SIGSEGV", addr, "MAPERR")
+    if vma.vm_start > addr:
+        if not vma.vm_flags & VM_GROWSDOWN or expand_downwards(mm, vma, addr):
             raise Fault("SIGSEGV", addr, "MAPERR")
-        if vma.vm_start > addr:
-            if not vma.vm_flags & VM_GROWSDOWN or self.expand_downwards(vma, addr):
-                raise Fault("SIGSEGV", addr, "MAPERR")
-        flags = vma.vm_flags
-        if write and not flags & VM_WRITE:
-            raise Fault("SIGSEGV", addr, "ACCERR")
-        if not write and not flags & C.VM_ACCESS_FLAGS:
-            raise Fault("SIGSEGV", addr, "ACCERR")
-        sig = self._fault(vma, addr, write)
-        while sig == "OOM":  # VM_FAULT_OOM: pagefault_out_of_memory() ran; the access faults again
-            sig = self._fault(vma, addr, write)
-        if sig is not None:
-            raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
-        page = self.pt.get(addr >> PAGE_SHIFT)
-        assert page is not None
-        off = addr & (PAGE_SIZE - 1)
-        if write:
-            page.write(off, value & 0xFF)
-            return None
-        return page.read(off)
-
-    def expand_downwards(self: MM, vma: VMA, addr: int) -> int:
-        """Models mm/mmap.c: expand_downwards() for a stack touch below a GROWSDOWN VMA: 0 or -errno."""
-        addr &= C.PAGE_MASK
-        if addr < self.mmap_min_addr:
-            return -errno.EPERM
-        prev = self.tree.prev(vma)
-        if prev is not None and not prev.vm_flags & VM_GROWSDOWN and prev.vm_flags & C.VM_ACCESS_FLAGS:
-            if addr - prev.vm_end < C.STACK_GUARD_GAP:
-                return -errno.ENOMEM
-        # The kernel makes sure of the anon_vma before it checks the growth (even if that then fails).
-        if self.anon_vma_prepare(vma):
-            return -errno.ENOMEM
-        grow = (vma.vm_start - addr) >> PAGE_SHIFT
-        size = vma.vm_end - addr
-        if size > self.rlimit("RLIMIT_STACK"):
-            return -errno.ENOMEM
-        if not self.may_expand_vm(vma.vm_flags, grow):
-            return -errno.ENOMEM
-        if vma.vm_flags & VM_LOCKED and not self.mlock_future_ok(vma.vm_flags, grow << PAGE_SHIFT):
-            return -errno.ENOMEM
-        if vma.vm_flags & VM_ACCOUNT:
-            if not self.vm_enough_memory(grow):
-                return -errno.ENOMEM
-        self._set_start(vma, addr, vma.vm_pgoff - grow)
-        if vma.vm_flags & VM_LOCKED:
-            self.locked_vm += grow
-        self.vm_stat_account(vma.vm_flags, grow)
-        return 0
-
-    def anon_vma_prepare(self: MM, vma: VMA) -> int:
-        """Models mm/rmap.c: __anon_vma_prepare() with find_mergeable_anon_vma(): reuse an adjacent,
-        compatible VMA's anon_vma (next first, then prev) or make a new one.  Returns 0 or -ENOMEM (the
-        allocation failed: the fault path answers VM_FAULT_OOM)."""
-        if vma.anon_vma is not None:
-            return 0
-        e = self.inject("anon_vma_prepare")
-        if e:
-            return e
-        ignore = C.VM_ACCESS_FLAGS | C.VM_IGNORE_MERGE  # anon_vma_compatible(): soft-dirty and the guard marker
-
-        def compatible(a: VMA, b: VMA) -> bool:
-            return (a.vm_end == b.vm_start and a.vm_file is b.vm_file and a.anon_name == b.anon_name
-                    and not ((a.vm_flags ^ b.vm_flags) & ~ignore)
-                    and b.vm_pgoff == a.vm_pgoff + a.pages)
-
-        found: AnonVma | None = None
-        nxt = self.tree.next(vma)
-        if nxt is not None and nxt.anon_vma is not None and nxt.avc_len == 1 and compatible(vma, nxt):
-            found = nxt.anon_vma
-        if found is None:
-            prv = self.tree.prev(vma)
-            if prv is not None and prv.anon_vma is not None and prv.avc_len == 1 and compatible(prv, vma):
-                found = prv.anon_vma
-        vma.anon_vma = found if found is not None else self._new_anon_vma()
-        vma.avc_len = 1
-        return 0
-
-    def _fault(self: MM, vma: VMA, addr: int, write: bool, gup: bool = False) -> str | None:
-        """handle_mm_fault() for a permitted access: fill the PTE; returns a signal name, "OOM"
-        (VM_FAULT_OOM: no anon_vma could be allocated) or None."""
-        vpn = addr >> PAGE_SHIFT
-        pte = self.pt.get(vpn)
-        if pte is not None and pte.kind == GUARD:
-            return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
-        if vma.is_anonymous() and not (vma.vm_flags & VM_SHARED):
-            if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
-                return None
-            if not write:
-                self.pt.set(vpn, ZERO_PAGE)
-                return None
-            if self.anon_vma_prepare(vma):
-                return "OOM"
-            new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
-            self.pt.set(vpn, new)
-            return None
-        if vma.vm_flags & (C.VM_PFNMAP | C.VM_MIXEDMAP):
-            # remap_pfn_range()/vm_insert_pages() filled the PTEs when the driver's action completed and
-            # these VMAs have no ->fault: a missing PTE is SIGBUS; a write to a private one copies (do_wp_page)
-            if pte is None:
-                return "SIGBUS"
-            if write and not vma.vm_flags & VM_SHARED:
-                if self.anon_vma_prepare(vma):
-                    return "OOM"
-                self.pt.set(vpn, Page(ANON, dict(pte.data)))
-            return None
-        f = vma.vm_file
-        assert f is not None
-        inode = f.inode
-        pgoff = vma.pgoff_at(addr)
-        shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
-        if write and not shared and pte is None:
-            # do_cow_fault() prepares the anon_vma before ->fault() runs, so a COW fault beyond EOF leaves
-            # the VMA with an anon_vma although it ends in SIGBUS (fuzz finding, see
-            # tests/scenarios/fault_cow_beyond_eof_prepares_anon_vma.json)
-            if self.anon_vma_prepare(vma):
-                return "OOM"
-        if pgoff >= inode.npages():
-            if not write and pte is None:
-                # do_read_fault(): do_fault_around() maps the cached pages around the address (clipped to
-                # EOF) before ->fault() finds the page beyond EOF and reports SIGBUS.
-                self._fault_around(vma, addr, inode)
-            return "SIGBUS"
-        if pte is not None:
-            if not write or shared or pte.kind == ANON and pte.mapcount == 1:
-                return None
-            # do_wp_page(): a write to a page-cache page of a private mapping, or to an anonymous page
-            # still shared with another mm after fork (wp_can_reuse_anon_folio() fails): COW
-            if self.anon_vma_prepare(vma):
-                return "OOM"
-            self.pt.set(vpn, Page(ANON, dict(pte.data)))
-            return None
-        style = f.f_op.fault_style
-        if style == "filemap" and pgoff not in inode.pages:
-            self._readahead(vma, inode, pgoff)
-        cache = inode.cache_page(pgoff)
-        cache.uptodate = True  # filemap_fault() reads a !uptodate folio before mapping it
-        if write and not shared:
-            if self.anon_vma_prepare(vma):
-                return "OOM"
-            self.pt.set(vpn, Page(ANON, dict(cache.data)))
-            return None
-        self.pt.set(vpn, cache)
-        if not write:
-            self._fault_around(vma, addr, inode)
+    flags = vma.vm_flags
+    if write and not flags & VM_WRITE:
+        raise Fault("SIGSEGV", addr, "ACCERR")
+    if not write and not flags & C.VM_ACCESS_FLAGS:
+        raise Fault("SIGSEGV", addr, "ACCERR")
+    sig = handle_mm_fault(mm, vma, addr, write)
+    while sig == "OOM":  # VM_FAULT_OOM: pagefault_out_of_memory() ran; the access faults again
+        sig = handle_mm_fault(mm, vma, addr, write)
+    if sig is not None:
+        raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
+    page = mm.pt.get(addr >> PAGE_SHIFT)
+    assert page is not None
+    off = addr & (PAGE_SIZE - 1)
+    if write:
+        page.write(off, value & 0xFF)
         return None
+    return page.read(off)
 
-    def _readahead(self: MM, vma: VMA, inode: Inode, pgoff: int) -> None:
-        """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss."""
-        if vma.vm_flags & C.VM_RAND_READ:
-            inode.cache_page(pgoff)
-            return
-        if vma.vm_flags & C.VM_SEQ_READ:
-            start = pgoff
-        elif vma.vm_flags & C.VM_EXEC:
-            # Executable mappings (6.16+): no read-around; read from the faulting page (exec_folio_order()
-            # is 0 on x86) up to the end of the VMA.
-            stop = min(pgoff + self.ra_pages, vma.vm_pgoff + vma.pages, inode.npages())
-            for i in range(max(pgoff, vma.vm_pgoff), stop):
-                inode.cache_page(i)
-            return
-        else:
-            start = max(0, pgoff - self.ra_pages // 2)
-        stop = min(start + self.ra_pages, inode.npages())
-        for i in range(start, stop):
+
+def expand_downwards(mm: MmStruct, vma: VMA, addr: int) -> int:
+    """Models mm/mmap.c: expand_downwards() for a stack touch below a GROWSDOWN VMA: 0 or -errno."""
+    addr &= C.PAGE_MASK
+    if addr < mm.mmap_min_addr:
+        return -errno.EPERM
+    prev = mm.tree.prev(vma)
+    if prev is not None and not prev.vm_flags & VM_GROWSDOWN and prev.vm_flags & C.VM_ACCESS_FLAGS:
+        if addr - prev.vm_end < C.STACK_GUARD_GAP:
+            return -errno.ENOMEM
+    # The kernel makes sure of the anon_vma before it checks the growth (even if that then fails).
+    if anon_vma_prepare(mm, vma):
+        return -errno.ENOMEM
+    grow = (vma.vm_start - addr) >> PAGE_SHIFT
+    size = vma.vm_end - addr
+    if size > mm.rlimit("RLIMIT_STACK"):
+        return -errno.ENOMEM
+    if not mm.may_expand_vm(vma.vm_flags, grow):
+        return -errno.ENOMEM
+    if vma.vm_flags & VM_LOCKED and not mm.mlock_future_ok(vma.vm_flags, grow << PAGE_SHIFT):
+        return -errno.ENOMEM
+    if vma.vm_flags & VM_ACCOUNT:
+        if not mm.vm_enough_memory(grow):
+            return -errno.ENOMEM
+    # vma->vm_start = address; vma->vm_pgoff -= grow; vma_iter_store_overwrite()
+    vma_set_start(mm, vma, addr, vma.vm_pgoff - grow)
+    if vma.vm_flags & VM_LOCKED:
+        mm.locked_vm += grow
+    mm.vm_stat_account(vma.vm_flags, grow)
+    return 0
+
+
+def anon_vma_prepare(mm: MmStruct, vma: VMA) -> int:
+    """Models mm/rmap.c: __anon_vma_prepare() with find_mergeable_anon_vma(): reuse an adjacent,
+    compatible VMA's anon_vma (next first, then prev) or make a new one.  Returns 0 or -ENOMEM (the
+    allocation failed: the fault path answers VM_FAULT_OOM)."""
+    if vma.anon_vma is not None:
+        return 0
+    e = mm.inject("anon_vma_prepare")
+    if e:
+        return e
+    ignore = C.VM_ACCESS_FLAGS | C.VM_IGNORE_MERGE  # anon_vma_compatible(): soft-dirty and the guard marker
+
+    def compatible(a: VMA, b: VMA) -> bool:
+        return (a.vm_end == b.vm_start and a.vm_file is b.vm_file and a.anon_name == b.anon_name
+                and not ((a.vm_flags ^ b.vm_flags) & ~ignore)
+                and b.vm_pgoff == a.vm_pgoff + a.pages)
+
+    found: AnonVma | None = None
+    nxt = mm.tree.next(vma)
+    if nxt is not None and nxt.anon_vma is not None and nxt.avc_len == 1 and compatible(vma, nxt):
+        found = nxt.anon_vma
+    if found is None:
+        prv = mm.tree.prev(vma)
+        if prv is not None and prv.anon_vma is not None and prv.avc_len == 1 and compatible(prv, vma):
+            found = prv.anon_vma
+    vma.anon_vma = found if found is not None else mm.new_anon_vma()
+    vma.avc_len = 1
+    return 0
+
+
+def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = False) -> str | None:
+    """Models mm/memory.c: handle_mm_fault() for a permitted access: fill the PTE; returns a signal name,
+    "OOM" (VM_FAULT_OOM: no anon_vma could be allocated) or None.  ``gup`` marks a fault taken by
+    mm/gup.c (:mod:`vmalab.gup`) rather than by a user access; it changes nothing modelled."""
+    vpn = addr >> PAGE_SHIFT
+    pte = mm.pt.get(vpn)
+    if pte is not None and pte.kind == GUARD:
+        return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
+    if vma.is_anonymous() and not (vma.vm_flags & VM_SHARED):
+        if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
+            return None
+        if not write:
+            mm.pt.set(vpn, ZERO_PAGE)
+            return None
+        if anon_vma_prepare(mm, vma):
+            return "OOM"
+        new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
+        mm.pt.set(vpn, new)
+        return None
+    if vma.vm_flags & (C.VM_PFNMAP | C.VM_MIXEDMAP):
+        # remap_pfn_range()/vm_insert_pages() filled the PTEs when the driver's action completed and
+        # these VMAs have no ->fault: a missing PTE is SIGBUS; a write to a private one copies (do_wp_page)
+        if pte is None:
+            return "SIGBUS"
+        if write and not vma.vm_flags & VM_SHARED:
+            if anon_vma_prepare(mm, vma):
+                return "OOM"
+            mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+        return None
+    f = vma.vm_file
+    assert f is not None
+    inode = f.inode
+    pgoff = vma.pgoff_at(addr)
+    shared = bool(vma.vm_flags & VM_SHARED) or bool(vma.vm_flags & VM_MAYSHARE)
+    if write and not shared and pte is None:
+        # do_cow_fault() prepares the anon_vma before ->fault() runs, so a COW fault beyond EOF leaves
+        # the VMA with an anon_vma although it ends in SIGBUS (fuzz finding, see
+        # tests/scenarios/fault_cow_beyond_eof_prepares_anon_vma.json)
+        if anon_vma_prepare(mm, vma):
+            return "OOM"
+    if pgoff >= inode.npages():
+        if not write and pte is None:
+            # do_read_fault(): do_fault_around() maps the cached pages around the address (clipped to
+            # EOF) before ->fault() finds the page beyond EOF and reports SIGBUS.
+            _fault_around(mm, vma, addr, inode)
+        return "SIGBUS"
+    if pte is not None:
+        if not write or shared or pte.kind == ANON and pte.mapcount == 1:
+            return None
+        # do_wp_page(): a write to a page-cache page of a private mapping, or to an anonymous page
+        # still shared with another mm after fork (wp_can_reuse_anon_folio() fails): COW
+        if anon_vma_prepare(mm, vma):
+            return "OOM"
+        mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+        return None
+    style = f.f_op.fault_style
+    if style == "filemap" and pgoff not in inode.pages:
+        _readahead(mm, vma, inode, pgoff)
+    cache = inode.cache_page(pgoff)
+    cache.uptodate = True  # filemap_fault() reads a !uptodate folio before mapping it
+    if write and not shared:
+        if anon_vma_prepare(mm, vma):
+            return "OOM"
+        mm.pt.set(vpn, Page(ANON, dict(cache.data)))
+        return None
+    mm.pt.set(vpn, cache)
+    if not write:
+        _fault_around(mm, vma, addr, inode)
+    return None
+
+
+def _readahead(mm: MmStruct, vma: VMA, inode: Inode, pgoff: int) -> None:
+    """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss."""
+    if vma.vm_flags & C.VM_RAND_READ:
+        inode.cache_page(pgoff)
+        return
+    if vma.vm_flags & C.VM_SEQ_READ:
+        start = pgoff
+    elif vma.vm_flags & C.VM_EXEC:
+        # Executable mappings (6.16+): no read-around; read from the faulting page (exec_folio_order()
+        # is 0 on x86) up to the end of the VMA.
+        stop = min(pgoff + mm.ra_pages, vma.vm_pgoff + vma.pages, inode.npages())
+        for i in range(max(pgoff, vma.vm_pgoff), stop):
             inode.cache_page(i)
+        return
+    else:
+        start = max(0, pgoff - mm.ra_pages // 2)
+    stop = min(start + mm.ra_pages, inode.npages())
+    for i in range(start, stop):
+        inode.cache_page(i)
 
-    def _fault_around(self: MM, vma: VMA, addr: int, inode: Inode) -> None:
-        """Models mm/memory.c: do_fault_around() + filemap_map_pages(): map the cached pages of the
-        16-page aligned block around a read fault, clipped to the VMA, the page table and EOF."""
-        vpn = addr >> PAGE_SHIFT
-        pte_off = vpn & 511
-        vma_off = vpn - (vma.vm_start >> PAGE_SHIFT)
-        from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
-        to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off)
-        base = vpn - pte_off
-        limit = inode.npages()
-        for p in range(from_pte, to_pte):
-            v = base + p
-            pg_off = vma.vm_pgoff + (v - (vma.vm_start >> PAGE_SHIFT))
-            if pg_off >= limit or self.pt.get(v) is not None:
-                continue
-            page = inode.pages.get(pg_off)
-            if page is not None and page.uptodate:  # next_uptodate_folio() skips !uptodate folios
-                self.pt.set(v, page)
 
-    def mm_populate(self: MM, start: int, length: int) -> None:
-        """Models mm/gup.c: mm_populate() (MAP_POPULATE, MAP_LOCKED, mlockall): __mm_populate() with its
-        errors ignored; one implementation, :meth:`vmalab.mlock.MlockMixin.populate_range`."""
-        self.populate_range(start, length, ignore_errors=True)
-
+def _fault_around(mm: MmStruct, vma: VMA, addr: int, inode: Inode) -> None:
+    """Models mm/memory.c: do_fault_around() + filemap_map_pages(): map the cached pages of the
+    16-page aligned block around a read fault, clipped to the VMA, the page table and EOF."""
+    vpn = addr >> PAGE_SHIFT
+    pte_off = vpn & 511
+    vma_off = vpn - (vma.vm_start >> PAGE_SHIFT)
+    from_pte = max(pte_off & ~(FAULT_AROUND_PAGES - 1), pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off)
+    base = vpn - pte_off
+    limit = inode.npages()
+    for p in range(from_pte, to_pte):
+        v = base + p
+        pg_off = vma.vm_pgoff + (v - (vma.vm_start >> PAGE_SHIFT))
+        if pg_off >= limit or mm.pt.get(v) is not None:
+            continue
+        page = inode.pages.get(pg_off)
+        if page is not None and page.uptodate:  # next_uptodate_folio() skips !uptodate folios
+            mm.pt.set(v, page)

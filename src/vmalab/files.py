@@ -2,25 +2,25 @@
 
 Models ``struct inode`` (size, page cache, device/inode numbers for ``/proc/pid/maps``), ``struct file``
 (open mode, ``f_op``, the path shown in maps, a reference count) and ``struct file_operations`` /
-``struct vm_operations_struct`` as Python classes with the kernel's hook names.  The built-in kinds are the
-ones the scenario format names: shmem (memfd, tmpfs files, shared ``/dev/zero``), ext4-like page-cache
-files ("disk"), ``/dev/zero`` and secretmem.  Driver authors subclass :class:`FileOperations` and
-:class:`VmOperations`.
+``struct vm_operations_struct`` as Python classes with the kernel's hook names.  Shmem (memfd, tmpfs
+files, shared anonymous memory) is core mm and lives here (mm/shmem.c: shmem_kernel_file_setup(),
+shmem_zero_setup()); the other built-in kinds (ext4-like page-cache files, ``/dev/zero``, secretmem) are
+drivers in :mod:`vmalab.drivers` that register themselves with :mod:`vmalab.fdtable`.  Driver authors
+subclass :class:`FileOperations` and :class:`VmOperations`.
 """
 
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .constants import PAGE_SHIFT, PAGE_SIZE
 from .pagetable import FILE, Page
 
 if TYPE_CHECKING:
     from .driver import VmAreaDesc
-    from .mm import MM
-    from .vma import VMA
+    from .mm_types import VMA, MmStruct
 
 FMODE_READ = 0x1
 FMODE_WRITE = 0x2
@@ -72,6 +72,8 @@ class VmOperations:
 
     #: vm_ops->close: present means merges may not remove such a VMA.
     has_close: bool = False
+    #: the VMA maps secret memory (mm/secretmem.c: vma_is_secretmem()): GUP refuses it, mlock skips it.
+    secretmem: bool = False
 
     def name(self, vma: VMA) -> str | None:  # noqa: ARG002
         """vm_ops->name(): the maps name of special mappings, or None."""
@@ -94,6 +96,13 @@ class DummyVmOps(VmOperations):
 
 
 DUMMY_VM_OPS = DummyVmOps()
+
+
+class GenericFileVmOps(VmOperations):
+    """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around; no close)."""
+
+
+GENERIC_FILE_VM_OPS = GenericFileVmOps()
 
 
 class ShmemVmOps(VmOperations):
@@ -158,7 +167,7 @@ class File:
     """Models ``struct file``: an open description of an inode."""
 
     def __init__(self, inode: Inode, f_op: FileOperations, path: str, f_mode: int = FMODE_READ | FMODE_WRITE,
-                 deleted: bool = False, owner: MM | None = None) -> None:
+                 deleted: bool = False, owner: MmStruct | None = None) -> None:
         self.inode = inode
         self.f_op = f_op
         self.path = path
@@ -185,16 +194,35 @@ def vma_set_file(vma: VMA, file: File) -> None:
         old.refcount -= 1
 
 
-# The built-in file kinds with a driver of their own live in vmalab.drivers (one module per kernel file);
-# these names stay importable from here.
-_MOVED = {"RegularFileOps": "filemap", "GenericFileVmOps": "filemap", "GENERIC_FILE_VM_OPS": "filemap",
-          "SecretmemOps": "secretmem", "SecretmemVmOps": "secretmem", "SECRETMEM_VM_OPS": "secretmem",
-          "DevZeroOps": "devzero"}
+def vma_is_secretmem(vma: VMA) -> bool:
+    """Models include/linux/secretmem.h: vma_is_secretmem()."""
+    return vma.vm_ops is not None and vma.vm_ops.secretmem
 
 
-def __getattr__(name: str) -> Any:
-    mod = _MOVED.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    return getattr(importlib.import_module(f"vmalab.drivers.{mod}"), name)
+def shmem_kernel_file_setup(mm: MmStruct, name: str, size: int, deleted: bool = True) -> File:
+    """Models mm/shmem.c: shmem_kernel_file_setup(): an unlinked shmem file (memfd, shared anonymous
+    memory, shared /dev/zero); the caller owns its only reference."""
+    inode = Inode(mm.alloc_ino(), SHMEM_DEV, size=size)
+    f = File(inode, ShmemFileOps(), name, deleted=deleted, owner=mm)
+    f.anon_shmem = name == "/dev/zero"  # shmem_zero_setup(): shared anonymous memory
+    return mm.resources.track_file(f)
+
+
+def shmem_zero_setup(mm: MmStruct, vma: VMA) -> None:
+    """Models mm/shmem.c: shmem_zero_setup(): shared anonymous memory (and a shared /dev/zero mapping)
+    gets a new shmem file of its own; a file reference the VMA held is dropped."""
+    shm = shmem_kernel_file_setup(mm, "/dev/zero", vma.vm_end - vma.vm_start)
+    if vma.vm_file is not None:
+        vma.vm_file.refcount -= 1
+    vma.vm_file = shm
+    vma.vm_ops = SHMEM_VM_OPS
+
+
+def shmem_zero_setup_desc(desc: VmAreaDesc) -> int:
+    """Models mm/shmem.c: shmem_zero_setup_desc() (6.19): a new unlinked shmem file for the mapping
+    becomes ``desc->vm_file`` (the descriptor owns its only reference)."""
+    shm = shmem_kernel_file_setup(desc.mm, "/dev/zero", desc.end - desc.start)
+    desc.vm_file = shm
+    desc.vm_ops = SHMEM_VM_OPS
+    desc.mm.probe.trace("mmap", "vm_file swapped to a new shmem file", ino=shm.inode.ino)
+    return 0

@@ -29,7 +29,7 @@ from .constants import (
 
 if TYPE_CHECKING:
     from .files import File
-    from .mm import MM
+    from .mm_types import MmStruct
 
 MIN_GAP = 128 << 20
 STACK_RND_MASK = 0x3FFFFF  # x86-64: 22 bits of stack randomisation (pages)
@@ -63,7 +63,7 @@ def _stack_guard_placement(vm_flags: int) -> int:
     return PAGE_SIZE if vm_flags & VM_SHADOW_STACK else 0
 
 
-def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
                           align_offset: int = 0, start_gap: int = 0) -> int:
     """Models mm/vma.c: unmapped_area_topdown(): the highest fitting gap below ``high_limit``; returns
     the address or ``-ENOMEM``."""
@@ -110,7 +110,7 @@ def unmapped_area_topdown(mm: MM, length: int, low_limit: int, high_limit: int, 
         return gap
 
 
-def unmapped_area(mm: MM, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
                   align_offset: int = 0, start_gap: int = 0) -> int:
     """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``."""
     length = length + align_mask + start_gap
@@ -142,7 +142,7 @@ def unmapped_area(mm: MM, length: int, low_limit: int, high_limit: int, align_ma
         return gap
 
 
-def _hint_ok(mm: MM, addr: int, length: int) -> bool:
+def _hint_ok(mm: MmStruct, addr: int, length: int) -> bool:
     """mmap_address_hint_valid() and the free-range check of the x86 hint path."""
     if TASK_SIZE - length < addr:
         return False
@@ -150,7 +150,7 @@ def _hint_ok(mm: MM, addr: int, length: int) -> bool:
     return v is None or addr + length <= v.start_gap()
 
 
-def arch_get_unmapped_area(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+def arch_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
     """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area() (bottom-up)."""
     if flags & MAP_FIXED:
         return addr
@@ -168,7 +168,7 @@ def arch_get_unmapped_area(mm: MM, addr: int, length: int, flags: int, vm_flags:
     return unmapped_area(mm, length, low, end, start_gap=_stack_guard_placement(vm_flags))
 
 
-def arch_get_unmapped_area_topdown(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+def arch_get_unmapped_area_topdown(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
     """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown()."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
@@ -186,14 +186,14 @@ def arch_get_unmapped_area_topdown(mm: MM, addr: int, length: int, flags: int, v
     return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
 
 
-def mm_get_unmapped_area(mm: MM, addr: int, length: int, flags: int, vm_flags: int) -> int:
+def mm_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
     """Models mm/mmap.c: mm_get_unmapped_area_vmflags()."""
     if mm.topdown:
         return arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
     return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
 
 
-def thp_get_unmapped_area(mm: MM, addr: int, length: int, off: int, flags: int, vm_flags: int) -> int:
+def thp_get_unmapped_area(mm: MmStruct, addr: int, length: int, off: int, flags: int, vm_flags: int) -> int:
     """Models mm/huge_memory.c: __thp_get_unmapped_area() (0 means "not aligned, use the default")."""
     size = PMD_SIZE
     off_end = off + length
@@ -214,7 +214,7 @@ def thp_get_unmapped_area(mm: MM, addr: int, length: int, off: int, flags: int, 
     return ret + off_sub
 
 
-def get_unmapped_area(mm: MM, file: File | None, addr: int, length: int, pgoff: int, flags: int,
+def get_unmapped_area(mm: MmStruct, file: File | None, addr: int, length: int, pgoff: int, flags: int,
                       vm_flags: int) -> int:
     """Models mm/mmap.c: __get_unmapped_area(): returns the address or -errno."""
     if length > TASK_SIZE:

@@ -1,8 +1,8 @@
 """A lock checker for the driver contract, in the spirit of lockdep.
 
-:class:`LockChecker` is attached to one MM (``mm.lockcheck``; every driver callback goes through
-:meth:`vmalab.mm.MM.callback`, which hands it here) and told about every acquisition (``mm.locks.observer``
-and the driver mutexes bound to it).  It reports:
+:class:`LockChecker` is attached to one mm as its probe's observer (``mm.probe.observer``; every driver
+callback goes through ``MmStruct.callback``, which hands it here) and told about every acquisition
+(``mm.locks.observer`` and the driver mutexes bound to it).  It reports:
 
 * ``held-across-core`` — a driver :class:`~vmalab.locking.Mutex` still held when a callback returns to the
   core (the seed reviewer's "grab locks in mmap_prepare, and hold them across core mmap()");
@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .driver import VmAreaDesc
     from .locking import Mutex
-    from .mm import MM
-    from .vma import VMA
+    from .mm_types import VMA, MmStruct
 
 #: callback -> the rule the checker enforces (documentation; the logic is in LockChecker._contract)
 CONTRACT: dict[str, str] = {
@@ -109,7 +108,7 @@ class LockOrderGraph:
 class LockChecker:
     """Records what is held at every callback of ``mm`` and reports violations (``reports``)."""
 
-    def __init__(self, mm: MM, graph: LockOrderGraph | None = None) -> None:
+    def __init__(self, mm: MmStruct, graph: LockOrderGraph | None = None) -> None:
         self.mm = mm
         self.graph = graph if graph is not None else LockOrderGraph()
         self.mutexes: list[Mutex] = []
@@ -118,7 +117,8 @@ class LockChecker:
         self.taken_in: dict[int, str] = {}  # id(mutex) -> the callback (or "syscall") that took it
         self.desc: VmAreaDesc | None = None  # the last core mmap_prepare descriptor (set by prepare_entry)
         self.held_log: list[tuple[str, frozenset[str]]] = []  # (callback, locks held) for every callback
-        mm.lockcheck = self
+        self.watched: set[int] = set()  # id() of the file_operations whose mmap_prepare entry is checked
+        mm.probe.observer = self
         mm.locks.observer = self
 
     # -- binding ---------------------------------------------------------------------------------------
@@ -165,8 +165,12 @@ class LockChecker:
         self.graph.add(lock_class, lock_class, where)
 
     # -- callbacks ---------------------------------------------------------------------------------------
+    def watch(self, fops: object) -> None:
+        """Check the core-path rules on entry to ``fops.mmap_prepare`` (the explored driver's)."""
+        self.watched.add(id(fops))
+
     def prepare_entry(self, desc: VmAreaDesc) -> None:
-        """Called by a watched driver's ``mmap_prepare`` on entry: the core-path rules."""
+        """On entry to a watched driver's ``mmap_prepare``: the core-path rules."""
         self.desc = desc
         self.held_log.append(("mmap_prepare", frozenset(self.mm.locks.held())))
         if self.mm.locks.mmap_lock != "write":
@@ -176,14 +180,17 @@ class LockChecker:
         if self.mm.locks.i_mmap:
             self._report("contract", "mmap_prepare called with i_mmap_rwsem held", "mmap_prepare")
 
-    def call(self, name: str, fn: Callable[[], Any], vma: VMA | None) -> Any:
-        """Run one driver callback (from :meth:`MM.callback`), checking the contract before and the
-        driver's locks after."""
+    def call(self, name: str, fn: Callable[[], Any], vma: VMA | None, desc: Any = None) -> Any:
+        """Run one driver callback (the probe's observer: ``MmStruct.callback`` hands every callback here),
+        checking the contract before and the driver's locks after.  ``desc`` is the descriptor of an
+        ``mmap_prepare`` call."""
         self.held_log.append((name, frozenset(self.mm.locks.held())))
         self._contract(name, vma)
         before = {id(m) for m in self.held_mutexes()}
         self.stack.append(name)
         try:
+            if desc is not None and id(desc.file.f_op) in self.watched:
+                self.prepare_entry(desc)
             ret = fn()
         finally:
             self.stack.pop()
@@ -207,8 +214,8 @@ class LockChecker:
             if attached != (vma.vm_start in locks.vma_locks):
                 self._report("contract", f"{name} called on an {'attached' if attached else 'detached'} VMA that "
                                          f"is {'not ' if attached else ''}write-locked", name)
-            hide = bool(self.desc is not None and self.desc._action is not None
-                        and self.desc._action.hide_from_rmap_until_complete and attached)
+            action = self.desc.action_if_any if self.desc is not None else None
+            hide = bool(action is not None and action.hide_from_rmap_until_complete and attached)
             ino = vma.vm_file.inode.ino if vma.vm_file is not None else None
             held = ino is not None and ino in locks.i_mmap
             if hide != held:

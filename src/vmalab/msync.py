@@ -9,54 +9,50 @@ EBUSY for MS_INVALIDATE on an mlocked VMA, which ends the walk.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
-from .constants import MSYNC_NAMES, PAGE_SIZE, ULONG_MASK, page_align
-
-if TYPE_CHECKING:
-    from .mm import MM
+from .constants import MSYNC_NAMES, PAGE_SIZE, ULONG_MASK, VM_LOCKED, page_align
+from .mm_types import MmStruct
 
 MS_ASYNC = MSYNC_NAMES["MS_ASYNC"]
 MS_INVALIDATE = MSYNC_NAMES["MS_INVALIDATE"]
 MS_SYNC = MSYNC_NAMES["MS_SYNC"]
 
 
-class MsyncMixin:
-    """The msync part of :class:`vmalab.mm.MM` (see the module docstring)."""
+def sys_msync(mm: MmStruct, addr: int, length: int, flags: int) -> int:
+    """msync(2): models mm/msync.c: SYSCALL msync; returns 0 or -errno.
 
-    def sys_msync(self: MM, addr: int, length: int, flags: int) -> int:
-        """msync(2): models mm/msync.c: SYSCALL msync; returns 0 or -errno."""
-        from .constants import VM_LOCKED
-        start = addr & ULONG_MASK
-        length &= ULONG_MASK
-        flags &= 0xFFFFFFFF
-        if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
-            return -errno.EINVAL
-        if start & (PAGE_SIZE - 1):
-            return -errno.EINVAL
-        if flags & MS_ASYNC and flags & MS_SYNC:
-            return -errno.EINVAL
-        length = page_align(length) & ULONG_MASK  # a length within a page of 2^64 rounds to 0
-        end = start + length
-        if end > ULONG_MASK:
+    Like the kernel (which drops mmap_lock around fsync) the next VMA is looked up by address
+    (find_vma()) after each one."""
+    start = addr & ULONG_MASK
+    length &= ULONG_MASK
+    flags &= 0xFFFFFFFF
+    if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
+        return -errno.EINVAL
+    if start & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    if flags & MS_ASYNC and flags & MS_SYNC:
+        return -errno.EINVAL
+    length = page_align(length) & ULONG_MASK  # a length within a page of 2^64 rounds to 0
+    end = start + length
+    if end > ULONG_MASK:
+        return -errno.ENOMEM
+    if end == start:
+        return 0
+    unmapped_error = 0
+    vma = mm.tree.find(start)
+    while True:
+        if vma is None:
             return -errno.ENOMEM
-        if end == start:
-            return 0
-        unmapped_error = 0
-        vma = self.tree.find(start)
-        while True:
-            if vma is None:
+        if start < vma.vm_start:
+            if flags == MS_ASYNC:
                 return -errno.ENOMEM
-            if start < vma.vm_start:
-                if flags == MS_ASYNC:
-                    return -errno.ENOMEM
-                start = vma.vm_start
-                if start >= end:
-                    return -errno.ENOMEM
-                unmapped_error = -errno.ENOMEM
-            if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
-                return -errno.EBUSY
-            start = vma.vm_end
+            start = vma.vm_start
             if start >= end:
-                return unmapped_error
-            vma = self.tree.find(start)
+                return -errno.ENOMEM
+            unmapped_error = -errno.ENOMEM
+        if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
+            return -errno.EBUSY
+        start = vma.vm_end
+        if start >= end:
+            return unmapped_error
+        vma = mm.tree.find(start)

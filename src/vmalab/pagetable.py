@@ -86,6 +86,16 @@ class PageTable:
             d.pop(k).mapcount -= 1
         return len(keys)
 
+    def zap_except_guards(self, start_vpn: int, end_vpn: int) -> int:
+        """zap_page_range_single() as madvise (DONTNEED ...) and truncate_pagecache() use it: unmap every
+        PTE in the range except guard markers (kind :data:`GUARD`), which stay; returns how many PTEs were
+        unmapped (guard markers not counted)."""
+        d = self._ptes
+        keys = [k for k in d.irange(start_vpn, end_vpn, inclusive=(True, False)) if d[k].kind != GUARD]
+        for k in keys:
+            d.pop(k).mapcount -= 1
+        return len(keys)
+
     def move(self, src_vpn: int, dst_vpn: int, npages: int) -> None:
         """move_page_tables(): move the PTEs of a range to another virtual range."""
         moved = [(k - src_vpn + dst_vpn, p) for k, p in self.items(src_vpn, src_vpn + npages)]

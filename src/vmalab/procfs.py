@@ -8,20 +8,21 @@ vm_ops->name, ``[heap]``, ``[stack]``, ``[anon:NAME]``) and show_smap() / show_s
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from . import constants as C
-from .drivers.filemap import RegularFileOps
+from .constants import PAGE_SHIFT, PAGE_SIZE
+from .fdtable import FILE_KINDS
 from .files import GENERIC_FILE_VM_OPS, File, Inode, SpecialMappingOps
-from .vma import VMA
+from .mm_types import VMA, MmStruct
+from .pagetable import GUARD, PFN, ZERO
 
-if TYPE_CHECKING:
-    from .mm import MM
+# smaps counts the pages vm_normal_page() returns: not the zero page, guard markers or raw PFNs
+NOT_IN_RSS = (ZERO, GUARD, PFN)
 
 PAD_COLUMN = 25 + 8 * 6 - 1  # seq_setwidth(m, 25 + sizeof(void *) * 6 - 1)
 
 
-def vma_name(mm: MM, vma: VMA) -> str:
+def vma_name(mm: MmStruct, vma: VMA) -> str:
     """Models fs/proc/task_mmu.c: get_vma_name()."""
     if vma.vm_file is not None:
         if vma.anon_name is not None and vma.vm_ops is not None and vma.vm_file.f_op.fault_style == "shmem":
@@ -53,7 +54,7 @@ def maps_offset(vma: VMA) -> int:
     return (vma.vm_pgoff << C.PAGE_SHIFT) if vma.vm_file is not None else 0
 
 
-def maps_line(mm: MM, vma: VMA) -> str:
+def maps_line(mm: MmStruct, vma: VMA) -> str:
     """One line of /proc/pid/maps, without the newline."""
     if vma.vm_file is not None:
         major, minor = vma.vm_file.inode.dev
@@ -68,7 +69,7 @@ def maps_line(mm: MM, vma: VMA) -> str:
     return head.ljust(PAD_COLUMN) + " " + name
 
 
-def maps(mm: MM) -> str:
+def maps(mm: MmStruct) -> str:
     """The whole /proc/pid/maps text (the [vsyscall] gate area is appended, as the kernel does)."""
     lines = [maps_line(mm, v) for v in mm.tree]
     lines.append("ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + " " * (PAD_COLUMN - 55)
@@ -76,16 +77,33 @@ def maps(mm: MM) -> str:
     return "\n".join(lines) + "\n"
 
 
-def smaps_entry(mm: MM, vma: VMA) -> dict[str, int | str]:
+def rss_pages(mm: MmStruct, vma: VMA) -> int:
+    """Rss of a VMA in pages (smaps_pte_entry()): mapped PTEs other than the zero page, guard markers and
+    raw PFNs."""
+    return sum(1 for _, p in mm.pt.items(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
+               if p.kind not in NOT_IN_RSS)
+
+
+def pss_bytes(mm: MmStruct, vma: VMA) -> int:
+    """Pss of a VMA in bytes (smaps_account(): PAGE_SIZE divided by each page's mapcount, as smaps
+    rounds)."""
+    total = 0
+    for _, p in mm.pt.items(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
+        if p.kind not in NOT_IN_RSS:
+            total += (PAGE_SIZE << 12) // max(p.mapcount, 1)
+    return total >> 12
+
+
+def smaps_entry(mm: MmStruct, vma: VMA) -> dict[str, int | str]:
     """The smaps counters the model knows for one VMA (sizes in kB)."""
-    rss = mm.rss_pages(vma) * 4
+    rss = rss_pages(mm, vma) * 4
     anon = sum(1 for _, p in mm.pt.items(vma.vm_start >> 12, vma.vm_end >> 12) if p.kind == "anon") * 4
-    pss = mm.pss_bytes(vma) >> 10
+    pss = pss_bytes(mm, vma) >> 10
     return {"Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Pss": pss, "Anonymous": anon,
             "Locked": pss if vma.vm_flags & C.VM_LOCKED else 0, "VmFlags": C.vmflags_str(vma.vm_flags)}
 
 
-def smaps(mm: MM) -> str:
+def smaps(mm: MmStruct) -> str:
     """/proc/pid/smaps text (the counters the model tracks; others are printed as 0)."""
     out: list[str] = []
     for v in mm.tree:
@@ -118,7 +136,7 @@ class MapsFormatError(ValueError):
     """A line of a maps text could not be parsed."""
 
 
-def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> None:
+def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None) -> None:
     """Load the VMAs of a real process's ``/proc/pid/maps`` text into an empty ``mm``.
 
     Flags come from ``vmflags`` (start address -> smaps VmFlags) where given, else from the perms
@@ -167,7 +185,7 @@ def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> Non
             if f is None:
                 path, deleted = (name[:-10], True) if name.endswith(" (deleted)") else (name, False)
                 inode = Inode(ino, (major, minor), size=1 << 40)
-                f = File(inode, RegularFileOps(), path, deleted=deleted, owner=mm)
+                f = File(inode, FILE_KINDS["disk"](), path, deleted=deleted, owner=mm)
                 files[key] = f
             v.vm_file = f
             f.refcount += 1
@@ -200,10 +218,10 @@ def import_maps(mm: MM, text: str, vmflags: dict[int, str] | None = None) -> Non
             if (prev is not None and prev.vm_end == start and prev.vm_file is None and prev.vm_ops is None
                     and prev.special_name is None and prev.vm_flags == v.vm_flags):
                 if prev.anon_vma is None:
-                    prev.anon_vma, prev.avc_len = mm._new_anon_vma(), 1
+                    prev.anon_vma, prev.avc_len = mm.new_anon_vma(), 1
                 v.anon_vma, v.avc_len = prev.anon_vma, 1
             else:
-                v.anon_vma, v.avc_len = mm._new_anon_vma(), 1
+                v.anon_vma, v.avc_len = mm.new_anon_vma(), 1
         mm.tree.insert(v)
         mm.vm_stat_account(v.vm_flags, v.pages)
         if v.vm_flags & C.VM_LOCKED:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import driver as D
 from .driver import MmapAction, MmapActionType, PrivateRef, VmAreaDesc
+from .vma import do_vmi_munmap
 
 if TYPE_CHECKING:
     from .files import File, VmOperations
-    from .mm import MM
-    from .vma import VMA
+    from .mm_types import VMA, MmStruct
 
 T = MmapActionType
 
@@ -60,7 +60,7 @@ class KernelProfile:
         return out
 
     # -- descriptor ----------------------------------------------------------------------------------
-    def new_desc(self, mm: MM, file: File, start: int, end: int, pgoff: int, vm_flags: int,
+    def new_desc(self, mm: MmStruct, file: File, start: int, end: int, pgoff: int, vm_flags: int,
                  page_prot: int = 0) -> VmAreaDesc:
         """The descriptor __mmap_region()/call_mmap_prepare() hands to the driver."""
         return VmAreaDesc(self, mm, file, start, end, pgoff, file, vm_flags, page_prot, self.initial_desc_vm_ops())
@@ -74,39 +74,39 @@ class KernelProfile:
             vma.vm_ops = vm_ops
 
     # -- actions -------------------------------------------------------------------------------------
-    def action_prepare(self, mm: MM, desc: VmAreaDesc) -> int:
+    def action_prepare(self, mm: MmStruct, desc: VmAreaDesc) -> int:
         """mmap_action_prepare() right after the driver's hook; 6.18 has none."""
         return 0
 
-    def action_complete(self, mm: MM, vma: VMA, action: MmapAction, is_compat: bool) -> int:
+    def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         """mmap_action_complete() + mmap_action_finish(); 6.18 has none."""
         return 0
 
     # shared pieces for the profiles with actions
-    def _unmap_new(self, mm: MM, vma: VMA, err: int, is_compat: bool) -> None:
+    def _unmap_new(self, mm: MmStruct, vma: VMA, err: int, is_compat: bool) -> None:
         """The unmap of a new VMA whose action failed.  In the compat path the VMA is still detached:
         only 6.19/7.0 get here with ``is_compat`` (their compat_vma_mmap() called do_munmap(), which
         finds nothing in the tree and WARNs in vma_mark_detached())."""
         start, end = vma.vm_start, vma.vm_end
         if is_compat:
-            mm._trace("mmap", "WARN: do_munmap() on a detached VMA (compat path)", start=start, end=end)
+            mm.probe.trace("mmap", "WARN: do_munmap() on a detached VMA (compat path)", start=start, end=end)
             return
         if mm.inject("error_unmap"):  # mmap_action_finish() ignores do_munmap()'s return value
-            mm._trace("mmap", "do_munmap() of the failed VMA failed (ignored): the VMA stays mapped",
+            mm.probe.trace("mmap", "do_munmap() of the failed VMA failed (ignored): the VMA stays mapped",
                       start=start, end=end)
             return
-        mm.do_munmap(start, end)
-        mm._trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
+        do_vmi_munmap(mm, start, end)
+        mm.probe.trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
 
-    def _rmap_unlock(self, mm: MM, vma: VMA, action: MmapAction) -> None:
+    def _rmap_unlock(self, mm: MmStruct, vma: VMA, action: MmapAction) -> None:
         if action.hide_from_rmap_until_complete and vma.vm_file is not None:
             ino = vma.vm_file.inode.ino
             if ino in mm.locks.i_mmap:
                 mm.locks.unlock_i_mmap(ino)
-                mm._trace("mmap", "rmap lock released", ino=ino)
+                mm.probe.trace("mmap", "rmap lock released", ino=ino)
             action.hide_from_rmap_until_complete = False
 
-    def _call_mapped(self, mm: MM, vma: VMA) -> int:
+    def _call_mapped(self, mm: MmStruct, vma: VMA) -> int:
         """call_vma_mapped() (7.1+): ``vm_ops->mapped(start, end, pgoff, file, &private)``."""
         ops = vma.vm_ops
         mapped = getattr(ops, "mapped", None) if ops is not None else None
@@ -141,26 +141,26 @@ class Profile619(KernelProfile):
     compat_unmaps_on_error = True
     compat_names = ("compat_vma_mmap", "__compat_vma_mmap")
 
-    def action_prepare(self, mm: MM, desc: VmAreaDesc) -> int:
+    def action_prepare(self, mm: MmStruct, desc: VmAreaDesc) -> int:
         a = desc.action
         if a.type in (T.REMAP_PFN, T.IO_REMAP_PFN):
             D.remap_pfn_range_prepare(desc, checked=False)
         return 0
 
-    def _run(self, mm: MM, vma: VMA, action: MmapAction) -> int:
+    def _run(self, mm: MmStruct, vma: VMA, action: MmapAction) -> int:
         if action.type is T.IO_REMAP_PFN:
             io = MmapAction(**{**action.__dict__, "type": T.REMAP_PFN})
             return D.do_action(mm, vma, io)
         return D.do_action(mm, vma, action)
 
-    def action_complete(self, mm: MM, vma: VMA, action: MmapAction, is_compat: bool) -> int:
+    def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = self._run(mm, vma, action)
-        mm._trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
         if err:
             # mmap_action_finish(): unmap first — the rmap lock is still held by the caller here.
             if action.hide_from_rmap_until_complete and vma.vm_file is not None \
                     and vma.vm_file.inode.ino in mm.locks.i_mmap:
-                mm._trace("mmap", "lock order: do_munmap() with i_mmap_rwsem held (deadlock in this kernel)",
+                mm.probe.trace("mmap", "lock order: do_munmap() with i_mmap_rwsem held (deadlock in this kernel)",
                           ino=vma.vm_file.inode.ino)
                 mm.lock_events.append(("unmap-under-rmap-lock", self.name))
             self._unmap_new(mm, vma, err, is_compat)
@@ -168,13 +168,13 @@ class Profile619(KernelProfile):
                 hook = action.error_hook
                 new = mm.callback("error_hook", lambda: hook(err), vma=None)
                 if not new:
-                    mm._trace("mmap", "VM_WARN: error_hook cleared the error")
+                    mm.probe.trace("mmap", "VM_WARN: error_hook cleared the error")
                 err = int(new)
         elif action.success_hook is not None:
             hook_s = action.success_hook
             err = int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
             if err:
-                mm._trace("mmap", f"success_hook failed -{C_ERR(err)}: VMA stays mapped")
+                mm.probe.trace("mmap", f"success_hook failed -{C_ERR(err)}: VMA stays mapped")
         self._rmap_unlock(mm, vma, action)
         return err
 
@@ -217,7 +217,7 @@ class Profile71(KernelProfile):
     legacy_mapped_rejected = True
     compat_names = ("compat_vma_mmap", "compat_set_desc_from_vma", "__compat_vma_mmap")
 
-    def action_prepare(self, mm: MM, desc: VmAreaDesc) -> int:
+    def action_prepare(self, mm: MmStruct, desc: VmAreaDesc) -> int:
         e = self.check_action(desc)
         if e:
             return e
@@ -231,31 +231,31 @@ class Profile71(KernelProfile):
             return D.simple_ioremap_prepare(desc)
         if a.type is T.MAP_KERNEL_PAGES:
             return D.map_kernel_pages_prepare(desc)
-        mm._trace("mmap", "WARN: unknown mmap action type")
+        mm.probe.trace("mmap", "WARN: unknown mmap action type")
         return -errno.EINVAL
 
     def check_action(self, desc: VmAreaDesc) -> int:
         return 0
 
-    def _success(self, mm: MM, vma: VMA, action: MmapAction) -> int:
+    def _success(self, mm: MmStruct, vma: VMA, action: MmapAction) -> int:
         if action.success_hook is None:
             return 0
         hook = action.success_hook
         return int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook(vma), vma=vma))
 
-    def _error(self, mm: MM, action: MmapAction, err: int, is_compat: bool) -> int:
+    def _error(self, mm: MmStruct, action: MmapAction, err: int, is_compat: bool) -> int:
         if is_compat or action.error_hook is None:
             return err
         hook = action.error_hook
         new = int(mm.callback("error_hook", lambda: hook(err), vma=None))
         if not new:
-            mm._trace("mmap", "VM_WARN: error_hook returned 0: mmap() will return the address of an "
+            mm.probe.trace("mmap", "VM_WARN: error_hook returned 0: mmap() will return the address of an "
                               "unmapped range")
         return new
 
-    def action_complete(self, mm: MM, vma: VMA, action: MmapAction, is_compat: bool) -> int:
+    def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm._trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
         if not err:
             err = self._call_mapped(mm, vma)
         if not err:
@@ -297,14 +297,14 @@ class Profile72(Profile71):
         if a.success_hook is not None or a.error_hook is not None:
             raise D.ProfileFeatureError(f"kernel {self.name} has no success_hook/error_hook")
         if a.error_override and not D.is_valid_error(a.error_override):
-            desc.mm._trace("mmap", "WARN: error_override is not an errno")
+            desc.mm.probe.trace("mmap", "WARN: error_override is not an errno")
             return -errno.EINVAL
         return 0
 
-    def _success(self, mm: MM, vma: VMA, action: MmapAction) -> int:
+    def _success(self, mm: MmStruct, vma: VMA, action: MmapAction) -> int:
         return 0
 
-    def _error(self, mm: MM, action: MmapAction, err: int, is_compat: bool) -> int:
+    def _error(self, mm: MmStruct, action: MmapAction, err: int, is_compat: bool) -> int:
         return action.error_override or err
 
 
@@ -324,9 +324,9 @@ class ProfileFinish(Profile71):
             raise D.ProfileFeatureError("the finish profile has one finish(err) hook, not success/error hooks")
         return 0
 
-    def action_complete(self, mm: MM, vma: VMA, action: MmapAction, is_compat: bool) -> int:
+    def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm._trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
         if not err:
             err = self._call_mapped(mm, vma)
         self._rmap_unlock(mm, vma, action)
@@ -339,7 +339,7 @@ class ProfileFinish(Profile71):
                 or mm.callback("finish", lambda: fin(err), vma=None if err else vma))
         if err:
             if not r:
-                mm._trace("mmap", "VM_WARN: finish() cleared the error; keeping it")
+                mm.probe.trace("mmap", "VM_WARN: finish() cleared the error; keeping it")
                 return err
             return r
         if r and not is_compat:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .files import File
-    from .mm import MM
+    from .mm_types import MmStruct
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Kref:
     """A refcounted driver object (``struct kref``).  ``base`` is the count at rest (the driver's own
     reference, if any); every reference taken for a mapping must be dropped again."""
 
-    def __init__(self, mm: MM, name: str, base: int = 0) -> None:
+    def __init__(self, mm: MmStruct, name: str, base: int = 0) -> None:
         self.name = name
         self.base = base
         self.count = base
@@ -71,7 +71,7 @@ Refcount = Kref
 class PfnAllocator:
     """A driver's page allocator: ``npages`` frames from ``base_pfn``."""
 
-    def __init__(self, mm: MM, name: str, base_pfn: int, npages: int) -> None:
+    def __init__(self, mm: MmStruct, name: str, base_pfn: int, npages: int) -> None:
         self.name = name
         self.base_pfn = base_pfn
         self.free_pfns = list(range(base_pfn + npages - 1, base_pfn - 1, -1))
@@ -109,7 +109,7 @@ class ResourceTracker:
             self.files.append(f)
         return f
 
-    def check(self, mm: MM) -> list[ResourceProblem]:
+    def check(self, mm: MmStruct) -> list[ResourceProblem]:
         """What is still held although nothing needs it.  Call it when the driver's mappings are all gone:
         every refcount is back at its base and no PFN is allocated.  A file may hold one reference per
         descriptor and per VMA that maps it, no more and no fewer."""

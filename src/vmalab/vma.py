@@ -1,246 +1,454 @@
-"""VMAs, anon_vmas and the ordered VMA tree.
+"""The VMA algebra of mm/vma.c: merging, splitting, modifying a range, and unmapping.
 
-Models ``struct vm_area_struct`` (the fields the VMA layer reads), ``struct anon_vma`` (identity and the
-length of a VMA's anon_vma chain, which is what merging looks at) and the mm's maple tree, here a sorted
-map keyed by ``vm_start`` with O(log n) lookup, insert, erase and range iteration.
+Models mm/vma.c and mm/vma.h of Linux 6.18 as functions over an :class:`~vmalab.mm_types.MmStruct`:
+
+* one merge struct, :class:`VmaMerge` (``struct vma_merge_struct``), and one pair of predicates,
+  :func:`can_vma_merge_left` / :func:`can_vma_merge_right`, used by new-range merges
+  (:func:`vma_merge_new_range`), existing-range merges (:func:`vma_merge_existing_range`) and the
+  invariant checker alike;
+* :func:`split_vma`, :func:`vma_modify` (``vma_modify_flags()`` / ``vma_modify_name()``) and
+  :func:`copy_vma`;
+* the munmap machinery: :class:`VmaMunmap` (``struct vma_munmap_struct``) with gather / clean-up /
+  complete / abort, and :func:`do_vmi_munmap`.
+
+No syscall entry points live here: mm/mmap.c (:mod:`vmalab.mmap`), mm/mprotect.c (:mod:`vmalab.mprotect`)
+and the others call in.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import errno
+import functools
 
-from sortedcontainers import SortedList
+from . import constants as C
+from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_SPECIAL
+from .files import File
+from .mm_types import VMA, AnonVma, MmStruct
 
-from .constants import PAGE_SHIFT, STACK_GUARD_GAP, VM_GROWSDOWN
-
-if TYPE_CHECKING:
-    from .files import File, VmOperations
-
-
-class AnonVma:
-    """Models ``struct anon_vma``: only its identity matters to the VMA layer (two VMAs with different
-    anon_vmas never merge)."""
-
-    __slots__ = ("id",)
-
-    def __init__(self, ident: int) -> None:
-        self.id = ident
-
-    def __repr__(self) -> str:
-        return f"AnonVma#{self.id}"
+__all__ = [
+    "VMA", "AnonVma",  # their home is vmalab.mm_types; importable from here for this release
+    "VmaMerge", "VmaMunmap", "can_vma_merge_left", "can_vma_merge_right", "copy_vma", "could_merge",
+    "do_vmi_munmap", "is_mergeable_anon_vma", "merge_new_range", "release_vma", "split_vma",
+    "vma_dup_references", "vma_merge_existing_range", "vma_merge_new_range", "vma_modify", "vma_set_start",
+    "vms_abort_munmap_vmas", "vms_clean_up_area", "vms_complete_munmap_vmas", "vms_gather_munmap_vmas",
+]
 
 
-class VMA:
-    """Models ``struct vm_area_struct``.
+# ---------------------------------------------------------------------------------------------------
+# merge rules
+class VmaMerge:
+    """Models ``struct vma_merge_struct``: the proposed range ``[start, end)`` with its flags, file,
+    pgoff, anon_vma and name, and the VMAs around it.
 
-    ``avc_len`` is the length of the VMA's ``anon_vma_chain``: 1 for an anon_vma created or reused in
-    this mm, more for a VMA whose anon_vma was inherited over fork ("uncowed parents"), which changes the
-    merge rules (mm/vma.c: ``vma_had_uncowed_parents()``).
-    """
+    ``middle`` is the VMA being changed (None for a new range).  ``src`` is the VMA whose anon_vma chain
+    the compatibility check looks at (``vmg->middle`` in the kernel, or the VMA copy_vma()/mremap copies
+    from); ``op`` labels trace lines."""
 
-    __slots__ = ("vm_start", "vm_end", "vm_flags", "vm_pgoff", "vm_file", "anon_vma", "avc_len", "vm_ops",
-                 "vm_private_data", "anon_name", "special_name", "page_prot")
+    __slots__ = ("prev", "middle", "next", "start", "end", "pgoff", "vm_flags", "file", "anon_vma",
+                 "anon_name", "src", "op")
 
-    def __init__(self, vm_start: int, vm_end: int, vm_flags: int, vm_pgoff: int,
-                 vm_file: File | None = None, vm_ops: VmOperations | None = None) -> None:
-        self.vm_start = vm_start
-        self.vm_end = vm_end
+    def __init__(self, start: int, end: int, vm_flags: int, file: File | None, pgoff: int, *,
+                 prev: VMA | None = None, middle: VMA | None = None, next: VMA | None = None,
+                 anon_vma: AnonVma | None = None, anon_name: str | None = None, src: VMA | None = None,
+                 op: str = "mmap") -> None:
+        self.prev = prev
+        self.middle = middle
+        self.next = next
+        self.start = start
+        self.end = end
+        self.pgoff = pgoff
         self.vm_flags = vm_flags
-        self.vm_pgoff = vm_pgoff
-        self.vm_file = vm_file
-        self.anon_vma: AnonVma | None = None
-        self.avc_len = 0
-        self.vm_ops = vm_ops
-        self.vm_private_data: Any = None
-        self.anon_name: str | None = None
-        self.special_name: str | None = None  # names from vm_ops->name / arch_vma_name ([vdso], ...)
-        self.page_prot: int = 0
+        self.file = file
+        self.anon_vma = anon_vma
+        self.anon_name = anon_name
+        self.src = src
+        self.op = op
 
-    # -- geometry -------------------------------------------------------------------------------------
     @property
-    def pages(self) -> int:
-        return (self.vm_end - self.vm_start) >> PAGE_SHIFT
-
-    def pgoff_at(self, addr: int) -> int:
-        """linear_page_index(): the file page offset mapped at ``addr``."""
-        return self.vm_pgoff + ((addr - self.vm_start) >> PAGE_SHIFT)
-
-    def start_gap(self) -> int:
-        """vm_start_gap(): the start of the VMA including the stack guard gap below a GROWSDOWN VMA."""
-        if self.vm_flags & VM_GROWSDOWN:
-            gap = self.vm_start - STACK_GUARD_GAP
-            return gap if gap < self.vm_start else 0
-        return self.vm_start
-
-    def is_anonymous(self) -> bool:
-        """vma_is_anonymous(): no vm_ops."""
-        return self.vm_ops is None
-
-    def copy(self) -> VMA:
-        """vm_area_dup(): a copy sharing the file, ops, anon_vma and private data."""
-        n = VMA(self.vm_start, self.vm_end, self.vm_flags, self.vm_pgoff, self.vm_file, self.vm_ops)
-        n.anon_vma = self.anon_vma
-        n.avc_len = self.avc_len
-        n.vm_private_data = self.vm_private_data
-        n.anon_name = self.anon_name
-        n.special_name = self.special_name
-        n.page_prot = self.page_prot
-        return n
-
-    def __repr__(self) -> str:
-        from .constants import vmflags_str
-        f = f" file={self.vm_file.path}" if self.vm_file else ""
-        a = f" {self.anon_vma}" if self.anon_vma else ""
-        return (f"VMA({self.vm_start:#x}-{self.vm_end:#x} pgoff={self.vm_pgoff:#x} "
-                f"[{vmflags_str(self.vm_flags)}]{f}{a})")
+    def pglen(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
 
 
-class VmaTree:
-    """The mm's VMA tree (models the maple tree ``mm->mm_mt``): VMAs ordered by ``vm_start``.
+def vma_had_uncowed_parents(v: VMA | None) -> bool:
+    """Models mm/vma.c: vma_had_uncowed_parents(): an anon_vma inherited over fork (a chain longer
+    than one)."""
+    return v is not None and v.anon_vma is not None and v.avc_len != 1
 
-    Keys live in a ``sortedcontainers.SortedList`` (a list of sorted sublists with their maxima), VMAs in
-    a dict keyed by ``vm_start``.  Neighbour lookups bisect the sublist maxima and then one sublist, so
-    every lookup, insert and erase is O(log n) without positional indexing.  The tree does not check
-    overlap on insert; :meth:`vmalab.mm.MM.validate` does.
-    """
 
-    __slots__ = ("_sl", "_by_start")
+def is_mergeable_anon_vma(tgt: VMA, src: VMA | None, src_anon: AnonVma | None) -> bool:
+    """Models mm/vma.c: is_mergeable_anon_vma()."""
+    tgt_anon = tgt.anon_vma
+    if tgt_anon is None and src_anon is not None:
+        return not vma_had_uncowed_parents(src)
+    if tgt_anon is not None and src_anon is None:
+        return not vma_had_uncowed_parents(tgt)
+    return src_anon is tgt_anon
 
-    def __init__(self) -> None:
-        self._sl = SortedList()
-        self._by_start: dict[int, VMA] = {}
 
-    def __len__(self) -> int:
-        return len(self._by_start)
+def is_mergeable_vma(tgt: VMA, vmg: VmaMerge) -> bool:
+    """Models mm/vma.c: is_mergeable_vma(): flags (but the ones merges ignore), file and name agree."""
+    return (not ((tgt.vm_flags ^ vmg.vm_flags) & ~C.VM_IGNORE_MERGE) and tgt.vm_file is vmg.file
+            and tgt.anon_name == vmg.anon_name)
 
-    def __iter__(self) -> Iterator[VMA]:
-        d = self._by_start
-        return (d[k] for k in list(self._sl))
 
-    # -- key helpers on the SortedList's sublists ------------------------------------------------------
-    def _floor(self, key: int) -> int | None:
-        """The largest start <= key."""
-        maxes = self._sl._maxes
-        if not maxes:
-            return None
-        pos = bisect_right(maxes, key)
-        if pos == len(maxes):
-            return maxes[-1]
-        sub = self._sl._lists[pos]
-        idx = bisect_right(sub, key)
-        if idx:
-            return sub[idx - 1]
-        return maxes[pos - 1] if pos else None
+def can_vma_merge_left(vmg: VmaMerge) -> bool:
+    """Models mm/vma.c: can_vma_merge_left() (can_vma_merge_after()): ``vmg.prev`` ends at the range,
+    is compatible and its pgoff continues into it."""
+    prev = vmg.prev
+    return (prev is not None and prev.vm_end == vmg.start and is_mergeable_vma(prev, vmg)
+            and is_mergeable_anon_vma(prev, vmg.src, vmg.anon_vma) and prev.vm_pgoff + prev.pages == vmg.pgoff)
 
-    def _lower(self, key: int) -> int | None:
-        """The largest start < key."""
-        return self._floor(key - 1)
 
-    def _ceil(self, key: int) -> int | None:
-        """The smallest start >= key."""
-        maxes = self._sl._maxes
-        pos = bisect_left(maxes, key)
-        if pos == len(maxes):
-            return None
-        sub = self._sl._lists[pos]
-        return sub[bisect_left(sub, key)]
+def can_vma_merge_right(vmg: VmaMerge) -> bool:
+    """Models mm/vma.c: can_vma_merge_right() (can_vma_merge_before()): ``vmg.next`` starts at the end
+    of the range, is compatible and its pgoff continues the range's."""
+    nxt = vmg.next
+    return (nxt is not None and nxt.vm_start == vmg.end and is_mergeable_vma(nxt, vmg)
+            and is_mergeable_anon_vma(nxt, vmg.src, vmg.anon_vma) and nxt.vm_pgoff == vmg.pgoff + vmg.pglen)
 
-    # -- API ---------------------------------------------------------------------------------------------
-    def insert(self, vma: VMA) -> None:
-        self._sl.add(vma.vm_start)
-        self._by_start[vma.vm_start] = vma
 
-    def erase(self, vma: VMA) -> None:
-        del self._by_start[vma.vm_start]
-        self._sl.remove(vma.vm_start)
+def can_merge_remove_vma(v: VMA) -> bool:
+    """Models mm/vma.c: can_merge_remove_vma(): a VMA with vm_ops->close cannot be removed by a merge."""
+    return v.vm_ops is None or not v.vm_ops.has_close
 
-    def rekey(self, vma: VMA, old_start: int) -> None:
-        """Call after changing ``vma.vm_start`` of a VMA that is in the tree."""
-        if old_start != vma.vm_start:
-            del self._by_start[old_start]
-            self._sl.remove(old_start)
-            self._sl.add(vma.vm_start)
-            self._by_start[vma.vm_start] = vma
 
-    def find(self, addr: int) -> VMA | None:
-        """find_vma(): the first VMA with ``vm_end > addr``."""
-        k = self._floor(addr)
-        if k is not None:
-            v = self._by_start[k]
-            if v.vm_end > addr:
-                return v
-        k = self._ceil(addr + 1)
-        return None if k is None else self._by_start[k]
+def _anon_vmas_compatible(prev: VMA, nxt: VMA) -> bool:
+    """Merging both sides needs prev's and next's anon_vmas to agree (is_mergeable_anon_vma() of the
+    pair, as vma_merge_new_range() / vma_merge_existing_range() check it)."""
+    return prev.anon_vma is None or nxt.anon_vma is None or prev.anon_vma is nxt.anon_vma
 
-    def lookup(self, addr: int) -> VMA | None:
-        """vma_lookup(): the VMA containing ``addr``."""
-        k = self._floor(addr)
-        if k is not None:
-            v = self._by_start[k]
-            if v.vm_end > addr:
-                return v
+
+def could_merge(a: VMA, b: VMA) -> bool:
+    """Would Linux merge ``b`` into the adjacent ``a`` below it?  (The merge predicate of
+    vma_merge_existing_range() applied to two existing VMAs; validate_mm() notes such pairs.)"""
+    if (a.vm_flags | b.vm_flags) & VM_SPECIAL:
+        return False
+    return can_vma_merge_left(VmaMerge(b.vm_start, b.vm_end, b.vm_flags, b.vm_file, b.vm_pgoff, prev=a,
+                                       anon_vma=b.anon_vma, anon_name=b.anon_name, src=b))
+
+
+def vma_set_start(mm: MmStruct, v: VMA, start: int, pgoff: int) -> None:
+    """Move the start (and pgoff) of a VMA in the tree (vma_set_range() on a linked VMA)."""
+    old = v.vm_start
+    v.vm_start = start
+    v.vm_pgoff = pgoff
+    mm.tree.rekey(v, old)
+
+
+def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
+    """Models mm/vma.c: vma_merge_new_range(): extend ``vmg.prev`` and/or ``vmg.next`` over the new range
+    ``[vmg.start, vmg.end)``; returns the VMA that now covers it, or None."""
+    prev, nxt = vmg.prev, vmg.next
+    if vmg.vm_flags & VM_SPECIAL or (prev is None and nxt is None):
         return None
+    left = can_vma_merge_left(vmg)
+    right = can_vma_merge_right(vmg)
+    if right and left:
+        assert prev is not None and nxt is not None
+        right = _anon_vmas_compatible(prev, nxt)
+    op = vmg.op
+    if (left or right) and op == "mmap" and mm.inject("vma_merge"):
+        return None  # vma_expand() could not preallocate: __mmap_region() allocates a new VMA instead
+    anon_vma = vmg.anon_vma
+    if left:
+        assert prev is not None
+        sticky = vmg.vm_flags & C.VM_STICKY
+        if right and nxt is not None and can_merge_remove_vma(nxt):
+            prev.vm_end = nxt.vm_end
+            sticky |= nxt.vm_flags & C.VM_STICKY
+            if prev.anon_vma is None and nxt.anon_vma is not None:
+                prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
+            mm.tree.erase(nxt)
+            mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
+        else:
+            prev.vm_end = vmg.end
+            mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
+        prev.vm_flags |= sticky
+        if prev.anon_vma is None and anon_vma is not None:
+            prev.anon_vma, prev.avc_len = anon_vma, 1
+        return prev
+    if right:
+        assert nxt is not None
+        vma_set_start(mm, nxt, vmg.start, vmg.pgoff)
+        nxt.vm_flags |= vmg.vm_flags & C.VM_STICKY
+        if nxt.anon_vma is None and anon_vma is not None:
+            nxt.anon_vma, nxt.avc_len = anon_vma, 1
+        mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
+        return nxt
+    return None
 
-    def find_intersection(self, start: int, end: int) -> VMA | None:
-        """find_vma_intersection(): the first VMA intersecting ``[start, end)``."""
-        v = self.find(start)
-        if v is not None and v.vm_start < end:
-            return v
+
+def merge_new_range(mm: MmStruct, start: int, end: int, flags: int, file: File | None, pgoff: int,
+                    prev: VMA | None, nxt: VMA | None, anon_name: str | None = None,
+                    anon_vma: AnonVma | None = None, src: VMA | None = None, op: str = "mmap") -> VMA | None:
+    """:func:`vma_merge_new_range` with the merge struct built from its fields (VMG_STATE())."""
+    return vma_merge_new_range(mm, VmaMerge(start, end, flags, file, pgoff, prev=prev, next=nxt,
+                                            anon_vma=anon_vma, anon_name=anon_name, src=src, op=op))
+
+
+def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
+    """Models mm/vma.c: vma_merge_existing_range(): ``[vmg.start, vmg.end)`` of ``vmg.middle`` is to get
+    new flags (or a new name): merge that part into ``vmg.prev`` and/or ``vmg.next`` where Linux would.
+    Returns the VMA now covering the range, or None (the caller splits instead)."""
+    mid = vmg.middle
+    assert mid is not None
+    if vmg.vm_flags & VM_SPECIAL:
         return None
+    nxt = vmg.next = mm.tree.next(mid)
+    prev = vmg.prev
+    start, end = vmg.start, vmg.end
+    left_side = start == mid.vm_start
+    right_side = end == mid.vm_end
+    merge_left = left_side and can_vma_merge_left(vmg)
+    merge_right = right_side and can_vma_merge_right(vmg)
+    if not merge_left and not merge_right:
+        return None
+    delete_mid = left_side and right_side
+    if delete_mid and not can_merge_remove_vma(mid):
+        return None
+    if merge_left and merge_right:
+        assert prev is not None and nxt is not None
+        if not _anon_vmas_compatible(prev, nxt) or not can_merge_remove_vma(nxt):
+            merge_right = False
+    op = vmg.op
+    sticky = mid.vm_flags & C.VM_STICKY
+    if merge_left:
+        assert prev is not None
+        if prev.anon_vma is None and mid.anon_vma is not None:
+            prev.anon_vma, prev.avc_len = mid.anon_vma, mid.avc_len
+        if merge_right:
+            assert nxt is not None
+            if prev.anon_vma is None and nxt.anon_vma is not None:
+                prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
+            prev.vm_end = nxt.vm_end
+            sticky |= nxt.vm_flags & C.VM_STICKY
+            mm.tree.erase(mid)
+            mm.tree.erase(nxt)
+            mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
+        else:
+            prev.vm_end = end
+            if delete_mid:
+                mm.tree.erase(mid)
+            else:
+                vma_set_start(mm, mid, end, mid.vm_pgoff + ((end - mid.vm_start) >> PAGE_SHIFT))
+            mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
+        prev.vm_flags |= sticky
+        return prev
+    assert nxt is not None
+    if nxt.anon_vma is None and mid.anon_vma is not None:
+        nxt.anon_vma, nxt.avc_len = mid.anon_vma, mid.avc_len
+    if delete_mid:
+        mm.tree.erase(mid)
+    else:
+        mid.vm_end = start
+    vma_set_start(mm, nxt, start, vmg.pgoff)
+    nxt.vm_flags |= sticky
+    mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
+    return nxt
 
-    def prev(self, vma_or_addr: VMA | int) -> VMA | None:
-        """The last VMA that starts before the given VMA (or address) and does not contain the address."""
-        addr = vma_or_addr.vm_start if isinstance(vma_or_addr, VMA) else vma_or_addr
-        k = self._lower(addr)
-        if k is None:
-            return None
-        v = self._by_start[k]
-        if v.vm_end <= addr:
-            return v
-        k = self._lower(k)
-        return None if k is None else self._by_start[k]
 
-    def next(self, vma_or_addr: VMA | int) -> VMA | None:
-        """The first VMA starting at or after the given VMA's end (or address)."""
-        addr = vma_or_addr.vm_end if isinstance(vma_or_addr, VMA) else vma_or_addr
-        k = self._ceil(addr)
-        return None if k is None else self._by_start[k]
+# ---------------------------------------------------------------------------------------------------
+# splitting and modifying
+def vma_dup_references(mm: MmStruct, new: VMA) -> None:
+    """The references a VMA copied by vm_area_dup() takes once its range is set, as split_vma(),
+    copy_vma() and dup_mmap() do: get_file() on its file and ``vm_ops->open()`` (through the probe)."""
+    if new.vm_file is not None:
+        new.vm_file.refcount += 1
+    ops = new.vm_ops
+    if ops is not None:
+        mm.callback("open", functools.partial(ops.open, new), vma=new)
 
-    def range(self, start: int, end: int) -> list[VMA]:
-        """All VMAs intersecting ``[start, end)``, in order."""
-        d = self._by_start
-        out: list[VMA] = []
-        k = self._floor(start)
-        if k is not None and d[k].vm_end > start:
-            out.append(d[k])
-        k = self._ceil(start + 1)
-        while k is not None and k < end:
-            v = d[k]
-            out.append(v)
-            k = self._ceil(v.vm_end)
-        return out
 
-    def iter_from_top(self, below: int) -> Iterator[VMA]:
-        """VMAs with ``vm_start < below``, highest first (for the top-down gap search)."""
-        d = self._by_start
-        k = self._lower(below)
-        while k is not None:
-            yield d[k]
-            k = self._lower(k)
+def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: bool = True) -> int:
+    """Models mm/vma.c: split_vma() (``check_count``) / __split_vma(): returns 0 or -errno.
 
-    def iter_from(self, addr: int) -> Iterator[VMA]:
-        """VMAs with ``vm_end > addr``, lowest first."""
-        v = self.find(addr)
-        d = self._by_start
-        while v is not None:
-            yield v
-            k = self._ceil(v.vm_end)
-            v = None if k is None else d[k]
+    Afterwards ``vma`` is the part above ``addr`` when ``new_below``, else the part below."""
+    if check_count and mm.map_count >= mm.max_map_count:
+        return -errno.ENOMEM
+    if vma.vm_ops is not None:
+        e = vma.vm_ops.may_split(vma, addr)
+        if e:
+            return e
+    e = mm.inject("split_vma")  # vm_area_dup() / vma_iter_prealloc(): before ->open
+    if e:
+        return e
+    new = vma.copy()
+    if new_below:
+        new.vm_end = addr
+        vma_set_start(mm, vma, addr, vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT))
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
+        vma.vm_end = addr
+    vma_dup_references(mm, new)
+    mm.tree.insert(new)
+    mm.probe.trace("split", "split", addr=addr)
+    return 0
 
-    def first(self) -> VMA | None:
-        return self._by_start[self._sl[0]] if self._by_start else None
 
-    def last(self) -> VMA | None:
-        return self._by_start[self._sl[-1]] if self._by_start else None
+def vma_modify(mm: MmStruct, vma: VMA, prev: VMA | None, start: int, end: int, new_flags: int,
+               anon_name: str | None = None, op: str = "modify") -> VMA | int:
+    """Models mm/vma.c: vma_modify() (vma_modify_flags(), vma_modify_name()): change [start, end) of
+    ``vma``, merging with neighbours where Linux would, else splitting.  Returns the VMA now covering the
+    range, or -errno (after a first split that already happened, as in the kernel).  ``anon_name`` None
+    keeps the name, "" clears it."""
+    name = vma.anon_name if anon_name is None else (anon_name or None)
+    vmg = VmaMerge(start, end, new_flags, vma.vm_file, vma.vm_pgoff + ((start - vma.vm_start) >> PAGE_SHIFT),
+                   prev=prev, middle=vma, anon_vma=vma.anon_vma, anon_name=name, src=vma, op=op)
+    merged = vma_merge_existing_range(mm, vmg)
+    if merged is not None:
+        return merged
+    if vma.vm_start < start:
+        e = split_vma(mm, vma, start, True)
+        if e:
+            return e
+    if vma.vm_end > end:
+        e = split_vma(mm, vma, end, False)
+        if e:
+            return e
+    vma.vm_flags = new_flags | (vma.vm_flags & C.VM_STICKY)
+    vma.anon_name = name
+    return vma
+
+
+def copy_vma(mm: MmStruct, vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
+    """Models mm/vma.c: copy_vma(): a VMA like ``vma`` at [addr, addr + length), merged with the
+    neighbours there when compatible.  An anonymous VMA that never had an anon_vma takes
+    ``pgoff = addr >> PAGE_SHIFT``, so it can merge where it lands; otherwise the pgoff is kept."""
+    if vma.is_anonymous() and vma.anon_vma is None:
+        pgoff = addr >> PAGE_SHIFT
+    end = addr + length
+    got = merge_new_range(mm, addr, end, vma.vm_flags, vma.vm_file, pgoff, mm.tree.prev(addr), mm.tree.next(end),
+                          anon_name=vma.anon_name, anon_vma=vma.anon_vma, op="mremap")
+    if got is not None:
+        return got
+    new = vma.copy()  # vm_area_dup() + anon_vma_clone()
+    new.vm_start, new.vm_end, new.vm_pgoff = addr, end, pgoff
+    vma_dup_references(mm, new)
+    mm.tree.insert(new)
+    mm.probe.trace("mremap", "new vma", start=addr, end=end)
+    return new
+
+
+# ---------------------------------------------------------------------------------------------------
+# unmapping (vms_gather_munmap_vmas, vms_complete_munmap_vmas, vms_abort_munmap_vmas)
+class VmaMunmap:
+    """Models ``struct vma_munmap_struct``: the VMAs detached from ``[start, end)`` by
+    vms_gather_munmap_vmas(), their neighbours and page counts."""
+
+    __slots__ = ("start", "end", "detached", "prev", "next", "nr_pages", "nr_accounted", "cleared")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+        self.detached: list[VMA] = []
+        self.prev: VMA | None = None
+        self.next: VMA | None = None
+        self.nr_pages = 0
+        self.nr_accounted = 0
+        self.cleared = False
+
+
+def vms_gather_munmap_vmas(mm: MmStruct, vms: VmaMunmap, first: VMA) -> int:
+    """Models mm/vma.c: vms_gather_munmap_vmas(): split at the edges and detach the VMAs of
+    ``[vms.start, vms.end)``.  On failure the detached VMAs are put back (splits stay) and -errno is
+    returned."""
+    vma = first
+    if vms.start > vma.vm_start:
+        if vms.end < vma.vm_end and mm.map_count >= mm.max_map_count:
+            return -errno.ENOMEM
+        if vma.vm_flags & C.VM_SEALED:
+            return -errno.EPERM
+        e = split_vma(mm, vma, vms.start, True, check_count=False)
+        if e:
+            return e
+    vms.prev = mm.tree.prev(vms.start)
+    for v in mm.tree.range(vms.start, vms.end):
+        if v.vm_flags & C.VM_SEALED:
+            _reattach(mm, vms)
+            return -errno.EPERM
+        if v.vm_end > vms.end:
+            e = split_vma(mm, v, vms.end, False, check_count=False)
+            if e:
+                _reattach(mm, vms)
+                return e
+        vms.detached.append(v)
+        vms.nr_pages += v.pages
+        if v.vm_flags & VM_ACCOUNT:
+            vms.nr_accounted += v.pages
+    e = mm.inject("gather")  # the detach-tree store can fail: -ENOMEM, splits stay
+    if e:
+        _reattach(mm, vms)
+        return e
+    for v in vms.detached:
+        mm.tree.erase(v)
+    vms.next = mm.tree.next(vms.end)
+    return 0
+
+
+def _reattach(mm: MmStruct, vms: VmaMunmap) -> None:
+    """reattach_vmas(): put gathered VMAs back (the failure exits of the gather)."""
+    for v in vms.detached:
+        if mm.tree.lookup(v.vm_start) is not v:
+            mm.tree.insert(v)
+    vms.detached = []
+    vms.nr_pages = 0
+    vms.nr_accounted = 0
+
+
+def vms_clean_up_area(mm: MmStruct, vms: VmaMunmap) -> None:
+    """Models mm/vma.c: vms_clean_up_area(): zap the PTEs of the detached VMAs and call their ->close."""
+    for v in vms.detached:
+        mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
+        if v.vm_ops is not None:
+            mm.callback("close", functools.partial(v.vm_ops.close, v), vma=v)
+    vms.cleared = True
+
+
+def vms_complete_munmap_vmas(mm: MmStruct, vms: VmaMunmap) -> None:
+    """Models mm/vma.c: vms_complete_munmap_vmas(): the point of no return of an unmap."""
+    if not vms.cleared:
+        vms_clean_up_area(mm, vms)
+    for v in vms.detached:
+        release_vma(mm, v)
+
+
+def release_vma(mm: MmStruct, v: VMA) -> None:
+    """The accounting half of removing a VMA (vms_complete_munmap_vmas()'s stats and remove_vma()):
+    total_vm and friends, locked_vm, the commit charge and the file reference."""
+    mm.vm_stat_account(v.vm_flags, -v.pages)
+    if v.vm_flags & VM_LOCKED:
+        mm.locked_vm -= v.pages
+    if v.vm_flags & VM_ACCOUNT:
+        mm.vm_unacct_memory(v.pages)
+    if v.vm_file is not None:
+        v.vm_file.refcount -= 1
+
+
+def vms_abort_munmap_vmas(mm: MmStruct, vms: VmaMunmap) -> None:
+    """Models mm/vma.c: vms_abort_munmap_vmas(): reattach if nothing was torn down yet, else leave a
+    hole."""
+    if not vms.detached:
+        return
+    if not vms.cleared:
+        for v in vms.detached:
+            mm.tree.insert(v)
+        vms.detached = []
+        return
+    mm.probe.trace("mmap", "MAP_FIXED failed after the old mappings were torn down: hole left",
+                   start=vms.start, end=vms.end)
+    vms_complete_munmap_vmas(mm, vms)
+
+
+def do_vmi_munmap(mm: MmStruct, start: int, end: int) -> int:
+    """Models mm/vma.c: do_vmi_align_munmap() for a page-aligned range: gather, then complete."""
+    first = mm.tree.find_intersection(start, end)
+    if first is None:
+        return 0
+    vms = VmaMunmap(start, end)
+    e = vms_gather_munmap_vmas(mm, vms, first)
+    if e:
+        return e
+    vms_complete_munmap_vmas(mm, vms)
+    mm.probe.trace("munmap", "unmapped", start=start, end=end)
+    return 0

@@ -2,19 +2,21 @@
 
 Each driver module names the kernel file it models.  Scenarios open them with the ``dev:NAME[:SIZE]`` fd
 kind (model only: the live kernel runner refuses such scenarios).  :data:`REGISTRY` maps NAME to a
-function ``open(mm, size) -> fd``.
+function ``open(mm, size) -> fd``; it is the core's device table (:data:`vmalab.fdtable.DEVICES`), so that
+``MM.open_devzero()`` and friends reach a driver without the core importing it.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..mm import MM
+from ..fdtable import DEVICES, open_registered
+from ..mm_types import MmStruct
 
-Opener = Callable[["MM", int], int]
-REGISTRY: dict[str, Opener] = {}
+Opener = Callable[[MmStruct, int], int]
+REGISTRY: dict[str, Opener] = DEVICES
 
 
 def register(name: str) -> Callable[[Opener], Opener]:
@@ -25,14 +27,10 @@ def register(name: str) -> Callable[[Opener], Opener]:
     return deco
 
 
-def open_driver(mm: MM, name: str, size: int = 0) -> int:
+def open_driver(mm: MmStruct, name: str, size: int = 0) -> int:
     """Open built-in driver ``name`` in ``mm``; returns the descriptor."""
     _load_all()
-    try:
-        opener = REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown built-in driver {name!r} (known: {', '.join(sorted(REGISTRY))})") from None
-    return opener(mm, size)
+    return open_registered(mm, name, size)
 
 
 def driver_names() -> list[str]:
@@ -41,7 +39,8 @@ def driver_names() -> list[str]:
 
 
 def _load_all() -> None:
-    import importlib
-    import pkgutil
     for m in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{m.name}")
+
+
+_load_all()

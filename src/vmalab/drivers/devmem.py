@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 from ..constants import PAGE_SHIFT, PAGE_SIZE
 from ..driver import mmap_action_remap_full
+from ..fdtable import open_device
 from ..files import FileOperations, VmOperations
 from . import register
 from ._helpers import filter_action_error
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
+    from ..mm_types import MmStruct
 
 X86_PHYS_BITS = 46  # boot_cpu_data.x86_phys_bits of the modelled machine
 FIRST_MB_PFNS = 256  # the low 1 MiB that devmem_is_allowed() always lets through
@@ -77,5 +78,5 @@ class DevMemOps(FileOperations):
 
 
 @register("devmem")
-def open_devmem(mm: MM, size: int) -> int:
-    return mm.open_device("/dev/mem", DevMemOps(size or 2 << 30))
+def open_devmem(mm: MmStruct, size: int) -> int:
+    return open_device(mm, "/dev/mem", DevMemOps(size or 2 << 30))

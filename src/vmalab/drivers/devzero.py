@@ -21,25 +21,14 @@ from typing import TYPE_CHECKING
 
 from ..constants import VM_SHARED
 from ..driver import ProfileFeatureError
-from ..files import S_IFCHR, SHMEM_VM_OPS, File, FileOperations, Inode
+from ..fdtable import install
+from ..files import S_IFCHR, File, FileOperations, Inode, shmem_zero_setup, shmem_zero_setup_desc
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
-    from ..vma import VMA
+    from ..mm_types import VMA, MmStruct
 
 from . import register
-
-
-def shmem_zero_setup_desc(desc: VmAreaDesc) -> int:
-    """Models mm/shmem.c: shmem_zero_setup_desc() (6.19): a new unlinked shmem file for the mapping
-    becomes ``desc->vm_file`` (the descriptor owns its only reference)."""
-    mm = desc.mm
-    shm = mm.new_shmem_file("/dev/zero", desc.end - desc.start, deleted=True)
-    desc.vm_file = shm
-    desc.vm_ops = SHMEM_VM_OPS
-    mm._trace("mmap", "vm_file swapped to a new shmem file", ino=shm.inode.ino)
-    return 0
 
 
 def _private_success(vma: VMA) -> int:
@@ -63,13 +52,8 @@ class DevZeroOps(FileOperations):
         if vma.vm_flags & VM_SHARED:
             # shmem_zero_setup(): the VMA gets a new shmem file of its own (its reference is the VMA's);
             # the /dev/zero reference the VMA held is dropped.
-            mm = file.owner
-            assert mm is not None
-            shm = mm.new_shmem_file("/dev/zero", vma.vm_end - vma.vm_start, deleted=True)
-            if vma.vm_file is not None:
-                vma.vm_file.refcount -= 1
-            vma.vm_file = shm
-            vma.vm_ops = SHMEM_VM_OPS
+            assert file.owner is not None
+            shmem_zero_setup(file.owner, vma)
             return 0
         vma.vm_ops = None  # vma_set_anonymous(): private /dev/zero is anonymous memory
         return 0
@@ -90,7 +74,7 @@ class DevZeroOps(FileOperations):
 
 
 @register("devzero")
-def open_devzero(mm: MM, size: int) -> int:  # noqa: ARG001
+def open_devzero(mm: MmStruct, size: int) -> int:  # noqa: ARG001
     """open("/dev/zero") with the hook of the MM's kernel profile."""
     inode = Inode(5, (0, 5), mode=S_IFCHR)
-    return mm._install_fd(File(inode, DevZeroOps(prepare=mm.profile.has_actions), "/dev/zero", owner=mm))
+    return install(mm, File(inode, DevZeroOps(prepare=mm.profile.has_actions), "/dev/zero", owner=mm))

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 from ..constants import PAGE_SIZE
 from ..driver import mmap_action_remap
+from ..fdtable import open_device
 from ..files import FileOperations, VmOperations
 from . import register
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
-    from ..vma import VMA
+    from ..mm_types import VMA, MmStruct
 
 FAILING_PFN = 0xE0000
 
@@ -55,5 +55,5 @@ class FailingActionOps(FileOperations):
 
 
 @register("failing_action")
-def open_failing_action(mm: MM, size: int) -> int:  # noqa: ARG001
-    return mm.open_device("/dev/failing_action", FailingActionOps())
+def open_failing_action(mm: MmStruct, size: int) -> int:  # noqa: ARG001
+    return open_device(mm, "/dev/failing_action", FailingActionOps())

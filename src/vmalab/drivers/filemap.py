@@ -14,19 +14,16 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..constants import VM_MAYWRITE, VM_SHARED
-from ..files import FileOperations, VmOperations
+from ..fdtable import open_file, register_file_kind
+from ..files import GENERIC_FILE_VM_OPS, FileOperations, GenericFileVmOps
 from . import register
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
+    from ..mm_types import MmStruct
 
-
-class GenericFileVmOps(VmOperations):
-    """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around; no close)."""
-
-
-GENERIC_FILE_VM_OPS = GenericFileVmOps()
+__all__ = ["GENERIC_FILE_VM_OPS", "GenericFileVmOps", "ReadonlyFileOps", "RegularFileOps",
+           "generic_file_mmap_prepare", "generic_file_readonly_mmap_prepare"]
 
 
 def generic_file_mmap_prepare(desc: VmAreaDesc) -> int:
@@ -62,13 +59,16 @@ class ReadonlyFileOps(RegularFileOps):
         return generic_file_readonly_mmap_prepare(desc)
 
 
+register_file_kind("disk", RegularFileOps)
+
+
 @register("filemap")
-def open_filemap(mm: MM, size: int) -> int:
-    return mm.open_file("/vmalab/filemap", size or 1 << 20)
+def open_filemap(mm: MmStruct, size: int) -> int:
+    return open_file(mm, "/vmalab/filemap", size or 1 << 20)
 
 
 @register("rofile")
-def open_rofile(mm: MM, size: int) -> int:
-    fd = mm.open_file("/vmalab/rofile", size or 1 << 20)
+def open_rofile(mm: MmStruct, size: int) -> int:
+    fd = open_file(mm, "/vmalab/rofile", size or 1 << 20)
     mm.fdtable[fd].f_op = ReadonlyFileOps()
     return fd

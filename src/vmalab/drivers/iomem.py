@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from ..constants import PAGE_SIZE, VM_DONTDUMP, VM_DONTEXPAND, VM_IO
 from ..driver import mmap_action_simple_ioremap
+from ..fdtable import open_device
 from ..files import FileOperations, VmOperations
 from . import register
 from ._helpers import pgprot_noncached
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
+    from ..mm_types import MmStruct
 
 IOMEM_BASE = 0xFED00000
 
@@ -58,5 +59,5 @@ class IomemOps(FileOperations):
 
 
 @register("iomem")
-def open_iomem(mm: MM, size: int) -> int:
-    return mm.open_device("/dev/iomem", IomemOps(IOMEM_BASE, size or 16 << 10))
+def open_iomem(mm: MmStruct, size: int) -> int:
+    return open_device(mm, "/dev/iomem", IomemOps(IOMEM_BASE, size or 16 << 10))

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 from ..constants import PAGE_SHIFT, VM_DONTEXPAND, VM_SHARED
 from ..driver import mmap_action_map_kernel_pages_full
+from ..fdtable import open_device
 from ..files import FileOperations, VmOperations
 from ..pagetable import KERNEL, Page
 from . import register
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
+    from ..mm_types import MmStruct
 
 KPAGES_PFN_BASE = 0x120000
 
@@ -55,6 +56,6 @@ class KpagesOps(FileOperations):
 
 
 @register("kpages")
-def open_kpages(mm: MM, size: int) -> int:
+def open_kpages(mm: MmStruct, size: int) -> int:
     size = size or 16 << 10
-    return mm.open_device("/dev/kpages", KpagesOps(size), size)
+    return open_device(mm, "/dev/kpages", KpagesOps(size), size)

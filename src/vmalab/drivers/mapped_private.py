@@ -17,14 +17,14 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..driver import PrivateRef, mmap_action_simple_ioremap
+from ..fdtable import open_device
 from ..files import File, FileOperations, VmOperations
 from ..locking import Mutex
 from . import register
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
-    from ..vma import VMA
+    from ..mm_types import VMA, MmStruct
 
 VME_WINDOW = 0xA0000000
 
@@ -101,5 +101,5 @@ class MappedPrivateOps(FileOperations):
 
 
 @register("mapped_private")
-def open_mapped_private(mm: MM, size: int) -> int:
-    return mm.open_device("/dev/bus/vme/m0", MappedPrivateOps(VME_WINDOW, size or 64 << 10))
+def open_mapped_private(mm: MmStruct, size: int) -> int:
+    return open_device(mm, "/dev/bus/vme/m0", MappedPrivateOps(VME_WINDOW, size or 64 << 10))

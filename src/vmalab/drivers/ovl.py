@@ -16,13 +16,13 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..compat import vfs_mmap
+from ..fdtable import install
 from ..files import File, FileOperations, Inode, vma_set_file
 from . import register
 from .filemap import RegularFileOps
 
 if TYPE_CHECKING:
-    from ..mm import MM
-    from ..vma import VMA
+    from ..mm_types import VMA, MmStruct
 
 
 class OvlFileOps(FileOperations):
@@ -44,8 +44,8 @@ class OvlFileOps(FileOperations):
 
 
 @register("ovl")
-def open_ovl(mm: MM, size: int) -> int:
+def open_ovl(mm: MmStruct, size: int) -> int:
     size = size or 1 << 20
-    real = File(Inode(mm._alloc_ino(), (0xFE, 0), size=size), RegularFileOps(), "/upper/ovlfile", owner=mm)
-    inode = Inode(mm._alloc_ino(), (0, 0x30), size=size)
-    return mm._install_fd(File(inode, OvlFileOps(real), "/merged/ovlfile", owner=mm))
+    real = File(Inode(mm.alloc_ino(), (0xFE, 0), size=size), RegularFileOps(), "/upper/ovlfile", owner=mm)
+    inode = Inode(mm.alloc_ino(), (0, 0x30), size=size)
+    return install(mm, File(inode, OvlFileOps(real), "/merged/ovlfile", owner=mm))

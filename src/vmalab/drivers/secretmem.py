@@ -12,16 +12,19 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..constants import VM_DONTDUMP, VM_LOCKED, VM_MAYSHARE, VM_SHARED
+from ..fdtable import install
 from ..files import SHMEM_DEV, File, FileOperations, Inode, VmOperations
 from . import register
 
 if TYPE_CHECKING:
     from ..driver import VmAreaDesc
-    from ..mm import MM
+    from ..mm_types import MmStruct
 
 
 class SecretmemVmOps(VmOperations):
     """Models mm/secretmem.c: secretmem_vm_ops (a fault handler only: no close, merges allowed)."""
+
+    secretmem = True  # vma_is_secretmem()
 
 
 SECRETMEM_VM_OPS = SecretmemVmOps()
@@ -46,7 +49,7 @@ class SecretmemOps(FileOperations):
 
 
 @register("secretmem")
-def open_secretmem(mm: MM, size: int) -> int:
+def open_secretmem(mm: MmStruct, size: int) -> int:
     """memfd_secret() + ftruncate(size): maps show ``/secretmem (deleted)``; the inode is noexec."""
-    inode = Inode(mm._alloc_ino(), SHMEM_DEV, size=size, noexec=True)
-    return mm._install_fd(File(inode, SecretmemOps(), "/secretmem", deleted=True, owner=mm))
+    inode = Inode(mm.alloc_ino(), SHMEM_DEV, size=size, noexec=True)
+    return install(mm, File(inode, SecretmemOps(), "/secretmem", deleted=True, owner=mm))

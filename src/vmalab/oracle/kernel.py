@@ -56,6 +56,7 @@ from typing import Any
 
 from vmalab import constants as C
 from vmalab.scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
+from vmalab.syscalls import ADDR, FD, Param, for_op
 
 __all__ = ["KernelRunnerError", "ensure_runner", "run_on_kernel", "build_program"]
 
@@ -256,6 +257,14 @@ class _Build:
             self.header.append(f"slot {self.slots[skey]} {self.files[key]} {spec.mode}")
         return f"s{self.slots[skey]}"
 
+    def arg(self, prm: Param, p: dict[str, Any]) -> str:
+        """One argument of a syscall-table row as the runner reads it."""
+        if prm.kind == ADDR:
+            return self.addr(p.get(prm.key, Addr(prm.default)))
+        if prm.kind == FD:
+            return self.fd(p.get(prm.key))
+        return str(int(p.get(prm.key, prm.default)) & _MASK)
+
     def op_line(self, op: Op) -> str:
         p = op.p
 
@@ -264,29 +273,9 @@ class _Build:
             return int(value) & _MASK
 
         o = op.op
-        if o == "mmap":
-            return (f"mmap {self.addr(p['addr'])} {n('len')} {n('prot')} {n('flags')} {self.fd(p.get('fd'))} "
-                    f"{n('offset')}")
-        if o in ("munmap", "munlock", "mincore"):
-            return f"{o} {self.addr(p['addr'])} {n('len')}"
-        if o == "mprotect":
-            return f"mprotect {self.addr(p['addr'])} {n('len')} {n('prot')}"
-        if o == "mremap":
-            new = p.get("new_addr", Addr("null"))
-            return (f"mremap {self.addr(p['old'])} {n('old_len')} {n('new_len')} {n('flags')} "
-                    f"{self.addr(new)}")
-        if o == "madvise":
-            return f"madvise {self.addr(p['addr'])} {n('len')} {n('advice')}"
-        if o == "mlock":
-            if "flags" in p:
-                return f"mlock2 {self.addr(p['addr'])} {n('len')} {n('flags')}"
-            return f"mlock {self.addr(p['addr'])} {n('len')}"
-        if o == "mlockall":
-            return f"mlockall {n('flags')}"
-        if o == "munlockall":
-            return "munlockall"
-        if o in ("mseal", "msync"):
-            return f"{o} {self.addr(p['addr'])} {n('len')} {n('flags')}"
+        sc = for_op(o, p)
+        if sc is not None:
+            return " ".join([sc.name, *(self.arg(prm, p) for prm in sc.params)])
         if o == "touch":
             return f"touch {self.addr(p['addr'])} {1 if p['write'] else 0} {n('value', 1) & 0xFF}"
         if o == "brk":

@@ -1,0 +1,311 @@
+"""The state of an address space: ``struct mm_struct``, ``struct vm_area_struct`` and ``struct anon_vma``.
+
+Models include/linux/mm_types.h.  :class:`MmStruct` is one record of the mm's fields and counters, with
+the accounting helpers that read only them (mm/mmap.c: vm_stat_account(), may_expand_vm(),
+mlock_future_ok(); mm/util.c: __vm_enough_memory()).  Every operation of the model is a function over an
+``MmStruct`` in the module named after its kernel file (:mod:`vmalab.vma`, :mod:`vmalab.mmap`,
+:mod:`vmalab.mprotect`, ...); :class:`vmalab.mm.MM` is the façade that names them as syscalls.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import constants as C
+from .constants import PAGE_SHIFT, STACK_GUARD_GAP, VM_GROWSDOWN, VM_LOCKED, VM_SHARED, VM_WRITE
+from .layout import TASK_UNMAPPED_BASE, mmap_base
+from .locking import LockState
+from .pagetable import PageTable
+from .probe import Probe, TraceEvent
+from .resources import ResourceTracker
+from .vma_tree import VmaTree
+
+if TYPE_CHECKING:
+    from .files import File, VmOperations
+    from .profiles import KernelProfile
+
+VM_STACK = VM_GROWSDOWN
+
+
+class AnonVma:
+    """Models ``struct anon_vma``: only its identity matters to the VMA layer (two VMAs with different
+    anon_vmas never merge)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, ident: int) -> None:
+        self.id = ident
+
+    def __repr__(self) -> str:
+        return f"AnonVma#{self.id}"
+
+
+class VMA:
+    """Models ``struct vm_area_struct``.
+
+    ``avc_len`` is the length of the VMA's ``anon_vma_chain``: 1 for an anon_vma created or reused in
+    this mm, more for a VMA whose anon_vma was inherited over fork ("uncowed parents"), which changes the
+    merge rules (mm/vma.c: ``vma_had_uncowed_parents()``).
+    """
+
+    __slots__ = ("vm_start", "vm_end", "vm_flags", "vm_pgoff", "vm_file", "anon_vma", "avc_len", "vm_ops",
+                 "vm_private_data", "anon_name", "special_name", "page_prot")
+
+    def __init__(self, vm_start: int, vm_end: int, vm_flags: int, vm_pgoff: int,
+                 vm_file: File | None = None, vm_ops: VmOperations | None = None) -> None:
+        self.vm_start = vm_start
+        self.vm_end = vm_end
+        self.vm_flags = vm_flags
+        self.vm_pgoff = vm_pgoff
+        self.vm_file = vm_file
+        self.anon_vma: AnonVma | None = None
+        self.avc_len = 0
+        self.vm_ops = vm_ops
+        self.vm_private_data: Any = None
+        self.anon_name: str | None = None
+        self.special_name: str | None = None  # names from vm_ops->name / arch_vma_name ([vdso], ...)
+        self.page_prot: int = 0
+
+    # -- geometry -------------------------------------------------------------------------------------
+    @property
+    def pages(self) -> int:
+        return (self.vm_end - self.vm_start) >> PAGE_SHIFT
+
+    def pgoff_at(self, addr: int) -> int:
+        """linear_page_index(): the file page offset mapped at ``addr``."""
+        return self.vm_pgoff + ((addr - self.vm_start) >> PAGE_SHIFT)
+
+    def start_gap(self) -> int:
+        """vm_start_gap(): the start of the VMA including the stack guard gap below a GROWSDOWN VMA."""
+        if self.vm_flags & VM_GROWSDOWN:
+            gap = self.vm_start - STACK_GUARD_GAP
+            return gap if gap < self.vm_start else 0
+        return self.vm_start
+
+    def is_anonymous(self) -> bool:
+        """vma_is_anonymous(): no vm_ops."""
+        return self.vm_ops is None
+
+    def copy(self) -> VMA:
+        """vm_area_dup(): a copy sharing the file, ops, anon_vma and private data."""
+        n = VMA(self.vm_start, self.vm_end, self.vm_flags, self.vm_pgoff, self.vm_file, self.vm_ops)
+        n.anon_vma = self.anon_vma
+        n.avc_len = self.avc_len
+        n.vm_private_data = self.vm_private_data
+        n.anon_name = self.anon_name
+        n.special_name = self.special_name
+        n.page_prot = self.page_prot
+        return n
+
+    def __repr__(self) -> str:
+        f = f" file={self.vm_file.path}" if self.vm_file else ""
+        a = f" {self.anon_vma}" if self.anon_vma else ""
+        return (f"VMA({self.vm_start:#x}-{self.vm_end:#x} pgoff={self.vm_pgoff:#x} "
+                f"[{C.vmflags_str(self.vm_flags)}]{f}{a})")
+
+
+def is_exec_mapping(flags: int) -> bool:
+    """include/linux/mm.h (mm/internal.h): is_exec_mapping()."""
+    return (flags & (C.VM_EXEC | VM_WRITE | VM_STACK)) == C.VM_EXEC
+
+
+def is_stack_mapping(flags: int) -> bool:
+    """is_stack_mapping()."""
+    return (flags & VM_STACK) == VM_STACK
+
+
+def is_data_mapping(flags: int) -> bool:
+    """is_data_mapping()."""
+    return (flags & (VM_WRITE | VM_SHARED | VM_STACK)) == VM_WRITE
+
+
+class MmStruct:
+    """Models ``struct mm_struct`` of one x86-64 process: the VMA tree, the page table, the counters,
+    the limits, the descriptor table the model's syscalls take fds from, and the :class:`Probe` tools
+    observe it through.
+
+    ``profile`` is the kernel profile (:mod:`vmalab.profiles`) whose driver contract the mmap path
+    follows; the façade :class:`vmalab.mm.MM` looks it up by name."""
+
+    def __init__(self, profile: KernelProfile, *, rlimit_stack: int = 8 << 20, randomize: bool = False,
+                 seed: int | None = None, max_map_count: int = C.DEFAULT_MAX_MAP_COUNT,
+                 mmap_min_addr: int = C.MMAP_MIN_ADDR) -> None:
+        self.profile = profile
+        self.locks = LockState()
+        self.probe = Probe()
+        self.resources = ResourceTracker()  # driver references, PFNs and files (vmalab.resources)
+        self.tree = VmaTree()
+        self.pt = PageTable()
+        self.rng = random.Random(seed)
+        self.randomize = randomize
+        rnd = (self.rng.getrandbits(28) << PAGE_SHIFT) if randomize else 0
+        self.rlimits: dict[int, tuple[int, int]] = {
+            C.RLIMIT_NAMES["RLIMIT_STACK"]: (rlimit_stack, C.RLIM_INFINITY),
+            C.RLIMIT_NAMES["RLIMIT_AS"]: (C.RLIM_INFINITY, C.RLIM_INFINITY),
+            C.RLIMIT_NAMES["RLIMIT_DATA"]: (C.RLIM_INFINITY, C.RLIM_INFINITY),
+            C.RLIMIT_NAMES["RLIMIT_MEMLOCK"]: (8 << 20, 8 << 20),
+        }
+        self.mmap_base = mmap_base(rlimit_stack, rnd, randomize)
+        self.mmap_legacy_base = TASK_UNMAPPED_BASE + rnd
+        self.topdown = True
+        self.mmap_min_addr = mmap_min_addr
+        self.dac_mmap_min_addr = C.DAC_MMAP_MIN_ADDR
+        self.max_map_count = max_map_count
+        self.cap_sys_rawio = True
+        self.cap_ipc_lock = True
+        self.overcommit_memory = 0
+        # CONFIG_ANON_VMA_NAME: off on the live 6.18 kernel here (prctl(PR_SET_VMA) answers EINVAL).
+        self.anon_vma_name_enabled = False
+        self.totalram_pages = (24 << 30) >> PAGE_SHIFT
+        # The backing device's read_ahead_kb / 4: 8192 KiB on this machine's disk (/dev/vda), measured;
+        # mmap read-around of a cache miss reads up to this many pages (mm/filemap.c, ra->ra_pages).
+        self.ra_pages = 2048
+        self.total_vm = 0
+        self.locked_vm = 0
+        self.data_vm = 0
+        self.exec_vm = 0
+        self.stack_vm = 0
+        self.committed = 0  # pages charged through security_vm_enough_memory_mm()
+        self.leaked_commit = 0  # charges the kernel never releases (reported as kernel behaviour)
+        self.def_flags = 0
+        self.start_brk = 0
+        self.brk = 0
+        self.start_stack = 0
+        self.start_data = 0
+        self.end_data = 0
+        self.next_anon_vma_id = 1
+        self.next_ino = 1000
+        self.fdtable: dict[int, File] = {}
+
+    # -- identity and lookups -------------------------------------------------------------------------
+    @property
+    def kernel(self) -> str:
+        """The kernel profile's name (``6.18``, ``7.1``, ...)."""
+        return self.profile.name
+
+    @property
+    def map_count(self) -> int:
+        return len(self.tree)
+
+    def vmas(self) -> list[VMA]:
+        return list(self.tree)
+
+    def find_vma(self, addr: int) -> VMA | None:
+        return self.tree.find(addr)
+
+    def vma_at(self, addr: int) -> VMA | None:
+        return self.tree.lookup(addr)
+
+    def rlimit(self, resource: str) -> int:
+        return self.rlimits.get(C.RLIMIT_NAMES[resource], (C.RLIM_INFINITY, C.RLIM_INFINITY))[0]
+
+    def new_anon_vma(self) -> AnonVma:
+        """anon_vma_alloc(): a new anon_vma identity."""
+        a = AnonVma(self.next_anon_vma_id)
+        self.next_anon_vma_id += 1
+        return a
+
+    def alloc_ino(self) -> int:
+        """get_next_ino(): a new inode number."""
+        self.next_ino += 1
+        return self.next_ino
+
+    # -- the probe --------------------------------------------------------------------------------------
+    def inject(self, point: str) -> int:
+        """A fallible point of the modelled paths: -errno when the probe's fault plan fails this hit."""
+        return self.probe.inject(point)
+
+    def callback(self, name: str, fn: Callable[[], Any], vma: VMA | None = None, desc: Any = None) -> Any:
+        """Call a driver callback (``mmap_prepare``, ``->open``, ``->close``, hooks ...), tracing it with
+        the locks held at that moment, as the kernel would hold them, and handing it to the observer."""
+        p = self.probe
+        if p.tracing:
+            p.trace("mmap", name, locks=" ".join(sorted(self.locks.held())) or "-")
+        if p.observer is not None:
+            return p.observer.call(name, fn, vma, desc)
+        return fn()
+
+    # Names of the probe's fields from before it was one object (kept for this release).
+    @property
+    def trace(self) -> list[TraceEvent]:
+        return self.probe.events
+
+    @trace.setter
+    def trace(self, events: list[TraceEvent]) -> None:
+        self.probe.events = events
+
+    @property
+    def tracing(self) -> bool:
+        return self.probe.tracing
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self.probe.tracing = on
+
+    @property
+    def fail_plan(self) -> dict[str, tuple[int, int]]:
+        return self.probe.fail_plan
+
+    @fail_plan.setter
+    def fail_plan(self, plan: dict[str, tuple[int, int]]) -> None:
+        self.probe.fail_plan = plan
+
+    @property
+    def fail_hits(self) -> dict[str, int]:
+        return self.probe.fail_hits
+
+    @fail_hits.setter
+    def fail_hits(self, hits: dict[str, int]) -> None:
+        self.probe.fail_hits = hits
+
+    @property
+    def lock_events(self) -> list[tuple[str, str]]:
+        return self.probe.lock_events
+
+    # -- accounting (mm/mmap.c, mm/util.c) ---------------------------------------------------------------
+    def vm_stat_account(self, flags: int, npages: int) -> None:
+        """Models mm/mmap.c: vm_stat_account()."""
+        self.total_vm += npages
+        if is_exec_mapping(flags):
+            self.exec_vm += npages
+        elif is_stack_mapping(flags):
+            self.stack_vm += npages
+        elif is_data_mapping(flags):
+            self.data_vm += npages
+
+    def may_expand_vm(self, flags: int, npages: int) -> bool:
+        """Models mm/mmap.c: may_expand_vm() (RLIMIT_AS, and RLIMIT_DATA for data mappings)."""
+        if self.total_vm + npages > self.rlimit("RLIMIT_AS") >> PAGE_SHIFT:
+            return False
+        if is_data_mapping(flags) and self.data_vm + npages > self.rlimit("RLIMIT_DATA") >> PAGE_SHIFT:
+            return False
+        return True
+
+    def vm_enough_memory(self, pages: int) -> bool:
+        """Models mm/util.c: __vm_enough_memory() for the heuristic (0) and always (1) policies;
+        policy 2 uses the commit limit (overcommit_ratio 50, no swap)."""
+        if self.overcommit_memory == 1:
+            ok = True
+        elif self.overcommit_memory == 2:
+            ok = self.committed + pages <= self.totalram_pages // 2
+        else:
+            ok = pages <= self.totalram_pages
+        if ok:
+            self.committed += pages
+        return ok
+
+    def vm_unacct_memory(self, pages: int) -> None:
+        """Models mm/util.c: vm_unacct_memory()."""
+        self.committed -= pages
+
+    def mlock_future_ok(self, flags: int, length: int) -> bool:
+        """Models mm/mmap.c: mlock_future_ok()."""
+        if not flags & VM_LOCKED or self.cap_ipc_lock:
+            return True
+        return (length >> PAGE_SHIFT) + self.locked_vm <= self.rlimit("RLIMIT_MEMLOCK") >> PAGE_SHIFT
+
+    def can_do_mlock(self) -> bool:
+        """Models mm/mlock.c: can_do_mlock()."""
+        return self.rlimit("RLIMIT_MEMLOCK") != 0 or self.cap_ipc_lock

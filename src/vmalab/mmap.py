@@ -1,0 +1,379 @@
+"""mmap(2) and munmap(2): mm/mmap.c and the mapping half of mm/vma.c.
+
+Models arch/x86/kernel/sys_x86_64.c: sys_mmap, mm/util.c: vm_mmap_pgoff(), mm/mmap.c: do_mmap() (argument
+checks in the kernel's order, the flag translation, file checks), and mm/vma.c: __mmap_region() as the
+kernel writes it since 6.12: small named steps over one :class:`MmapState` (``struct mmap_state``) with
+the two labelled error exits ``unacct_error`` and ``abort_munmap``:
+
+* :func:`__mmap_setup` — gather the VMAs the range overlaps, may_expand_vm(), the commit charge,
+  vms_clean_up_area();
+* :func:`call_mmap_prepare` — ``f_op->mmap_prepare`` on a ``vm_area_desc`` and the profile's
+  mmap_action_prepare();
+* vma_merge_new_range(), else :func:`__mmap_new_vma` (the legacy ``->mmap`` through :func:`mmap_file`,
+  or shared-anonymous shmem);
+* :func:`__mmap_complete` and the profile's mmap_action_complete().
+
+The driver contract's version differences are the kernel profile's (:mod:`vmalab.profiles`): this module
+asks ``mm.profile`` and never compares release names.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+from typing import TYPE_CHECKING, Any
+
+from . import constants as C
+from .constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MASK, VM_GROWSDOWN, VM_MAYSHARE, VM_SHARED, VM_WRITE
+from .files import DUMMY_VM_OPS, FMODE_READ, FMODE_WRITE, S_IFREG, File, VmOperations, shmem_zero_setup
+from .gup import mm_populate
+from .layout import get_unmapped_area, round_hint_to_min
+from .mm_types import VMA, MmStruct
+from .vma import (
+    VmaMunmap,
+    do_vmi_munmap,
+    merge_new_range,
+    vms_abort_munmap_vmas,
+    vms_clean_up_area,
+    vms_complete_munmap_vmas,
+    vms_gather_munmap_vmas,
+)
+
+if TYPE_CHECKING:
+    from .driver import MmapAction
+
+
+def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+    """Models arch/x86/kernel/sys_x86_64.c: sys_mmap -> ksys_mmap_pgoff -> vm_mmap_pgoff -> do_mmap.
+    Arguments are taken as the unsigned longs the kernel sees; returns the address or -errno."""
+    addr &= ULONG_MASK
+    length &= ULONG_MASK
+    offset &= ULONG_MASK
+    prot &= 0xFFFFFFFF
+    flags &= 0xFFFFFFFF
+    if offset & (PAGE_SIZE - 1):
+        return -errno.EINVAL
+    file: File | None = None
+    if not flags & C.MAP_ANONYMOUS:
+        file = mm.fdtable.get(fd if fd < (1 << 31) else -1)
+        if file is None:
+            return -errno.EBADF
+        if flags & C.MAP_HUGETLB:
+            return -errno.EINVAL
+    elif flags & C.MAP_HUGETLB:
+        return -errno.ENOMEM  # hugetlb_file_setup() with no huge pages reserved
+    e = mm.inject("security_mmap_file")
+    if e:
+        return e
+    populate: list[int] = []
+    with mm.locks.mmap_write():
+        ret = do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
+    if populate:
+        with mm.locks.mmap_read():
+            mm_populate(mm, ret, populate[0])
+    return ret
+
+
+def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int,
+            populate: list[int] | None = None) -> int:
+    """Models mm/mmap.c: do_mmap(); a length to populate (after the mmap lock is dropped, as
+    vm_mmap_pgoff() does) is appended to ``populate``."""
+    if not length:
+        return -errno.EINVAL
+    if flags & C.MAP_FIXED_NOREPLACE:
+        flags |= C.MAP_FIXED  # before the hint rounding: an unaligned NOREPLACE address is EINVAL
+    if not flags & C.MAP_FIXED:
+        addr = round_hint_to_min(addr, mm.mmap_min_addr)
+    length = C.page_align(length)
+    if not length:
+        return -errno.ENOMEM
+    if (pgoff + (length >> PAGE_SHIFT)) & ULONG_MASK < pgoff:
+        return -errno.EOVERFLOW
+    if mm.map_count > mm.max_map_count:
+        return -errno.ENOMEM
+    vm_flags = (C.calc_vm_prot_bits(prot) | C.calc_vm_flag_bits(flags) | mm.def_flags
+                | C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC)
+    addr = get_unmapped_area(mm, file, addr, length, pgoff, flags, vm_flags)
+    if addr < 0:
+        return addr
+    e = mm.inject("security_mmap_addr")  # the last step of __get_unmapped_area()
+    if e:
+        return e
+    if flags & C.MAP_FIXED_NOREPLACE and mm.tree.find_intersection(addr, addr + length):
+        return -errno.EEXIST
+    if flags & C.MAP_LOCKED and not mm.can_do_mlock():
+        return -errno.EPERM
+    if not mm.mlock_future_ok(vm_flags, length):
+        return -errno.EAGAIN
+    if file is not None:
+        inode = file.inode
+        maxsize = (1 << 63) - 1 if inode.mode == S_IFREG else ULONG_MASK
+        if length > maxsize or pgoff > (maxsize - length) >> PAGE_SHIFT:
+            return -errno.EOVERFLOW
+        flags_mask = C.LEGACY_MAP_MASK | file.f_op.mmap_supported_flags
+        mtype = flags & C.MAP_TYPE
+        if mtype in (C.MAP_SHARED, C.MAP_SHARED_VALIDATE):
+            if mtype == C.MAP_SHARED:
+                flags &= flags_mask
+            if flags & ~flags_mask:
+                return -errno.EOPNOTSUPP
+            if prot & C.PROT_WRITE and not file.f_mode & FMODE_WRITE:
+                return -errno.EACCES
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            if not file.f_mode & FMODE_WRITE:
+                vm_flags &= ~(C.VM_MAYWRITE | VM_SHARED)
+        elif mtype != C.MAP_PRIVATE:
+            return -errno.EINVAL
+        if not file.f_mode & FMODE_READ:
+            return -errno.EACCES
+        if inode.noexec:
+            if vm_flags & C.VM_EXEC:
+                return -errno.EPERM
+            vm_flags &= ~C.VM_MAYEXEC
+        if file.f_op.has_mmap == file.f_op.has_mmap_prepare:
+            return -errno.ENODEV  # can_mmap_file()
+        if vm_flags & VM_GROWSDOWN:
+            return -errno.EINVAL
+    else:
+        mtype = flags & C.MAP_TYPE
+        if mtype == C.MAP_SHARED:
+            if vm_flags & VM_GROWSDOWN:
+                return -errno.EINVAL
+            pgoff = 0
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+        elif mtype in (C.MAP_PRIVATE, C.MAP_DROPPABLE):
+            if mtype == C.MAP_DROPPABLE:
+                if flags & (C.MAP_LOCKED | C.MAP_HUGETLB) or vm_flags & VM_GROWSDOWN:
+                    return -errno.EINVAL
+                vm_flags |= C.VM_DROPPABLE | C.VM_NORESERVE | C.VM_WIPEONFORK | C.VM_DONTDUMP
+            pgoff = addr >> PAGE_SHIFT
+        else:
+            return -errno.EINVAL
+    if flags & C.MAP_NORESERVE and mm.overcommit_memory != 2:
+        vm_flags |= C.VM_NORESERVE
+    ret = mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    if ret >= 0 and (vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE):
+        if populate is not None:
+            populate.append(length)
+        else:
+            mm_populate(mm, ret, length)
+    return ret
+
+
+# ---------------------------------------------------------------------------------------------------
+# __mmap_region()
+class MmapState:
+    """Models ``struct mmap_state``: one mapping being made, threaded through the steps of
+    :func:`mmap_region`.  The descriptor fields (``vm_file``, ``vm_ops``, ``private_data``, ``page_prot``,
+    ``action``) are what ``f_op->mmap_prepare`` left in the ``vm_area_desc``."""
+
+    __slots__ = ("file", "addr", "end", "pglen", "pgoff", "vm_flags", "vms", "prev", "next", "charged",
+                 "transferred", "have_prepare", "vm_file", "vm_ops", "private_data", "page_prot", "action")
+
+    def __init__(self, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int) -> None:
+        self.file = file
+        self.addr = addr
+        self.end = addr + length
+        self.pglen = length >> PAGE_SHIFT
+        self.pgoff = pgoff
+        self.vm_flags = vm_flags
+        self.vms = VmaMunmap(addr, self.end)  # the VMAs a MAP_FIXED mapping replaces
+        self.prev: VMA | None = None
+        self.next: VMA | None = None
+        self.charged = 0  # pages charged to the commit limit for this mapping
+        self.transferred = 0  # VM_ACCOUNT pages of replaced VMAs whose charge the new mapping inherits
+        self.have_prepare = file is not None and file.f_op.has_mmap_prepare
+        self.vm_file = file
+        self.vm_ops: VmOperations | None = None
+        self.private_data: Any = None
+        self.page_prot = 0
+        self.action: MmapAction | None = None
+
+
+def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int) -> int:
+    """Models mm/vma.c: __mmap_region(): returns the address or -errno, leaving behind exactly what the
+    kernel leaves on each error path (a charge it never releases, the hole of a failed MAP_FIXED)."""
+    prof = mm.profile
+    map = MmapState(file, addr, length, vm_flags, pgoff)
+    e = __mmap_setup(mm, map)
+    if e:
+        return _abort_munmap(mm, map, e)
+    if map.have_prepare:
+        e = call_mmap_prepare(mm, map)
+        if e:
+            if prof.prepare_failure_releases_charge:
+                return _unacct_error(mm, map, e, "mmap_prepare")
+            return _abort_munmap(mm, map, e, "mmap_prepare")
+    vma: VMA | None = None
+    if map.prev is not None or map.next is not None:
+        vma = merge_new_range(mm, addr, map.end, map.vm_flags, map.vm_file, map.pgoff, map.prev, map.next)
+    allocated = vma is None
+    if vma is None:
+        r = __mmap_new_vma(mm, map)
+        if isinstance(r, tuple):
+            return _unacct_error(mm, map, *r)
+        vma = r
+    if map.have_prepare:
+        # set_vma_user_defined_fields()
+        prof.user_vm_ops(vma, map.vm_ops, DUMMY_VM_OPS)
+        vma.vm_private_data = map.private_data
+    __mmap_complete(mm, map, vma)
+    if map.have_prepare and allocated and map.action is not None:
+        e = prof.action_complete(mm, vma, map.action, is_compat=False)
+        if e:
+            return e
+    if allocated:
+        mm.probe.trace("mmap", "established", start=addr, end=map.end)
+    return addr
+
+
+def __mmap_setup(mm: MmStruct, map: MmapState) -> int:
+    """Models mm/vma.c: __mmap_setup(): gather what a MAP_FIXED mapping replaces, check RLIMIT_AS/DATA,
+    charge an accountable mapping (the replaced VMAs' charge is inherited, not released) and tear the
+    old range down (vms_clean_up_area()).  Errors return before anything was torn down."""
+    vms = map.vms
+    first = mm.tree.find_intersection(map.addr, map.end)
+    if first is not None:
+        e = vms_gather_munmap_vmas(mm, vms, first)
+        if e:
+            return e
+        map.prev, map.next = vms.prev, vms.next
+    else:
+        map.prev, map.next = mm.tree.prev(map.addr), mm.tree.next(map.addr)
+    if not mm.may_expand_vm(map.vm_flags, map.pglen - vms.nr_pages):
+        return -errno.ENOMEM
+    if (map.vm_flags & (C.VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:  # accountable_mapping()
+        charged = map.pglen - vms.nr_accounted
+        if charged and (mm.inject("vm_enough_memory") or not mm.vm_enough_memory(charged)):
+            return -errno.ENOMEM
+        map.charged = charged
+        map.transferred = vms.nr_accounted
+        vms.nr_accounted = 0
+        for v in vms.detached:
+            v.vm_flags &= ~C.VM_ACCOUNT  # vms->nr_accounted = 0: their charge is not released
+        map.vm_flags |= C.VM_ACCOUNT
+    if vms.detached:
+        vms_clean_up_area(mm, vms)
+    return 0
+
+
+def call_mmap_prepare(mm: MmStruct, map: MmapState) -> int:
+    """Models mm/vma.c: call_mmap_prepare(): build the ``vm_area_desc``, call ``f_op->mmap_prepare`` and
+    the profile's mmap_action_prepare(), then take the fields the driver may change back into ``map``.
+    On failure a file the hook swapped in is released (abort_munmap fput()s it)."""
+    file = map.file
+    assert file is not None
+    prof = mm.profile
+    desc = prof.new_desc(mm, file, map.addr, map.end, map.pgoff, map.vm_flags)
+    e = mm.inject("mmap_prepare") or int(mm.callback("mmap_prepare", functools.partial(file.f_op.mmap_prepare, desc),
+                                                     desc=desc))
+    if not e:
+        e = (mm.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(mm, desc)
+    if e:
+        if desc.vm_file is not file and desc.vm_file is not None:
+            desc.vm_file.refcount -= 1
+        return e
+    map.pgoff, map.vm_file, map.vm_flags, map.page_prot = desc.pgoff, desc.vm_file, desc.vm_flags, desc.page_prot
+    map.vm_ops, map.private_data = desc.vm_ops, desc.private_data
+    if prof.has_actions:
+        map.action = desc.action
+    return 0
+
+
+def mmap_file(mm: MmStruct, file: File, vma: VMA, *, linked: bool = True) -> int:
+    """Models mm/internal.h: mmap_file(): the legacy ``f_op->mmap(file, vma)`` through the probe, and
+    (7.1, vfs_mmap()) the refusal of a legacy hook that installed ``vm_ops->mapped``.  ``linked`` is
+    False for the compat path's detached VMA."""
+    e = int(mm.callback("mmap", functools.partial(file.f_op.mmap, file, vma), vma=vma if linked else None))
+    if not e and mm.profile.legacy_mapped_rejected and getattr(vma.vm_ops, "mapped", None):
+        mm.probe.trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
+        e = -errno.EINVAL
+    return e
+
+
+def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
+    """Models mm/vma.c: __mmap_new_vma() (with __mmap_new_file_vma()): allocate and link a new VMA, call
+    a legacy ``->mmap`` or set up shared anonymous memory.  Returns the VMA, or (-errno, the failed step)
+    after undoing the step's own work (the file reference, partial PTEs)."""
+    file, vm_file = map.file, map.vm_file
+    addr, end = map.addr, map.end
+    e = mm.inject("vma_alloc") or mm.inject("vma_prealloc")
+    if e:
+        if vm_file is not file and vm_file is not None:
+            vm_file.refcount -= 1  # abort_munmap fput()s a file mmap_prepare swapped in
+        return e, "VMA allocation"
+    vma = VMA(addr, end, map.vm_flags, map.pgoff, vm_file)
+    vma.page_prot = map.page_prot
+    if vm_file is not None:
+        if vm_file is file:
+            vm_file.refcount += 1  # get_file(); a swapped-in file's reference is already owned
+        vma.vm_ops = DUMMY_VM_OPS
+        if vm_file.f_op.has_mmap and not map.have_prepare:
+            e = mm.inject("mmap") or mmap_file(mm, vm_file, vma)
+            if e:
+                if vma.vm_file is not None:
+                    vma.vm_file.refcount -= 1  # fput(vma->vm_file)
+                mm.pt.zap(addr >> PAGE_SHIFT, end >> PAGE_SHIFT)  # unmap_region(): undo partial PTEs
+                return e, "->mmap"
+            map.vm_flags = vma.vm_flags
+    elif map.vm_flags & VM_SHARED:
+        shmem_zero_setup(mm, vma)
+    mm.tree.insert(vma)
+    mm.locks.vma_locks.add(vma.vm_start)
+    mm.probe.trace("mmap", "new vma", start=addr, end=end)
+    action = map.action
+    if (action is not None and action.hide_from_rmap_until_complete and vma.vm_file is not None
+            and mm.profile.has_rmap_hide):
+        mm.locks.lock_i_mmap(vma.vm_file.inode.ino)
+        mm.probe.trace("mmap", "rmap lock held until the action completes", ino=vma.vm_file.inode.ino)
+    return vma
+
+
+def __mmap_complete(mm: MmStruct, map: MmapState, vma: VMA) -> None:
+    """Models mm/vma.c: __mmap_complete(): finish the unmap of what was replaced, account the new
+    mapping, and drop VM_LOCKED from a special mapping (counting it in locked_vm otherwise)."""
+    if map.vms.detached:
+        vms_complete_munmap_vmas(mm, map.vms)
+    mm.vm_stat_account(map.vm_flags, map.pglen)
+    if map.vm_flags & C.VM_LOCKED:
+        if vma.vm_flags & C.VM_SPECIAL:
+            vma.vm_flags &= ~C.VM_LOCKED_MASK
+        else:
+            mm.locked_vm += map.pglen
+
+
+def _unacct_error(mm: MmStruct, map: MmapState, e: int, what: str) -> int:
+    """__mmap_region()'s ``unacct_error`` label: release the commit charge, then ``abort_munmap``."""
+    if map.charged:
+        mm.vm_unacct_memory(map.charged)
+    return _abort_munmap(mm, map, e, what, charge_released=True)
+
+
+def _abort_munmap(mm: MmStruct, map: MmapState, e: int, what: str | None = None,
+                  charge_released: bool = False) -> int:
+    """__mmap_region()'s ``abort_munmap`` label: vms_abort_munmap_vmas() (the old VMAs come back if
+    nothing was torn down yet, else their range stays a hole).  A charge not released here, and the
+    charge inherited from replaced VMAs, are never given back: recorded as ``leaked_commit``."""
+    lost = (0 if charge_released else map.charged) + map.transferred
+    if lost:
+        mm.leaked_commit += lost
+        mm.probe.trace("mmap", "commit charge leaked", pages=lost)
+    vms_abort_munmap_vmas(mm, map.vms)
+    if what is not None:
+        mm.probe.trace("mmap", f"{what} failed -{C.ERRNO_NAMES.get(-e, e)}")
+    return e
+
+
+# ---------------------------------------------------------------------------------------------------
+# munmap
+def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
+    """Models mm/mmap.c: SYSCALL_DEFINE2(munmap) -> __vm_munmap() -> do_vmi_munmap()."""
+    with mm.locks.mmap_write():
+        start = addr & ULONG_MASK
+        length &= ULONG_MASK
+        if start & (PAGE_SIZE - 1) or start > TASK_SIZE or length > TASK_SIZE - start:
+            return -errno.EINVAL
+        end = start + C.page_align(length)
+        if end == start:
+            return -errno.EINVAL
+        return do_vmi_munmap(mm, start, end)

@@ -1,0 +1,212 @@
+"""The mm's VMA tree and the VMA iterator.
+
+Models the maple tree ``mm->mm_mt`` (here a sorted map keyed by ``vm_start`` with O(log n) lookup,
+insert, erase and range iteration) and ``struct vma_iterator`` with ``for_each_vma_range()``
+(include/linux/mm.h, mm/vma.h: vma_find(), vma_iter_set()), including where a walk resumes after its
+body changed the VMA it was given.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sortedcontainers import SortedList
+
+if TYPE_CHECKING:
+    from .mm_types import VMA
+
+
+class VmaTree:
+    """The mm's VMA tree (models the maple tree ``mm->mm_mt``): VMAs ordered by ``vm_start``.
+
+    Keys live in a ``sortedcontainers.SortedList`` (a list of sorted sublists with their maxima), VMAs in
+    a dict keyed by ``vm_start``.  Neighbour lookups bisect the sublist maxima and then one sublist, so
+    every lookup, insert and erase is O(log n) without positional indexing.  The tree does not check
+    overlap on insert; :func:`vmalab.debug.validate_mm` does.
+    """
+
+    __slots__ = ("_sl", "_by_start")
+
+    def __init__(self) -> None:
+        self._sl = SortedList()
+        self._by_start: dict[int, VMA] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_start)
+
+    def __iter__(self) -> Iterator[VMA]:
+        d = self._by_start
+        return (d[k] for k in list(self._sl))
+
+    # -- key helpers on the SortedList's sublists ------------------------------------------------------
+    def _floor(self, key: int) -> int | None:
+        """The largest start <= key."""
+        maxes = self._sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, key)
+        if pos == len(maxes):
+            return maxes[-1]
+        sub = self._sl._lists[pos]
+        idx = bisect_right(sub, key)
+        if idx:
+            return sub[idx - 1]
+        return maxes[pos - 1] if pos else None
+
+    def _lower(self, key: int) -> int | None:
+        """The largest start < key."""
+        return self._floor(key - 1)
+
+    def _ceil(self, key: int) -> int | None:
+        """The smallest start >= key."""
+        maxes = self._sl._maxes
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):
+            return None
+        sub = self._sl._lists[pos]
+        return sub[bisect_left(sub, key)]
+
+    # -- API ---------------------------------------------------------------------------------------------
+    def insert(self, vma: VMA) -> None:
+        self._sl.add(vma.vm_start)
+        self._by_start[vma.vm_start] = vma
+
+    def erase(self, vma: VMA) -> None:
+        del self._by_start[vma.vm_start]
+        self._sl.remove(vma.vm_start)
+
+    def rekey(self, vma: VMA, old_start: int) -> None:
+        """Call after changing ``vma.vm_start`` of a VMA that is in the tree."""
+        if old_start != vma.vm_start:
+            del self._by_start[old_start]
+            self._sl.remove(old_start)
+            self._sl.add(vma.vm_start)
+            self._by_start[vma.vm_start] = vma
+
+    def find(self, addr: int) -> VMA | None:
+        """find_vma(): the first VMA with ``vm_end > addr``."""
+        k = self._floor(addr)
+        if k is not None:
+            v = self._by_start[k]
+            if v.vm_end > addr:
+                return v
+        k = self._ceil(addr + 1)
+        return None if k is None else self._by_start[k]
+
+    def lookup(self, addr: int) -> VMA | None:
+        """vma_lookup(): the VMA containing ``addr``."""
+        k = self._floor(addr)
+        if k is not None:
+            v = self._by_start[k]
+            if v.vm_end > addr:
+                return v
+        return None
+
+    def find_intersection(self, start: int, end: int) -> VMA | None:
+        """find_vma_intersection(): the first VMA intersecting ``[start, end)``."""
+        v = self.find(start)
+        if v is not None and v.vm_start < end:
+            return v
+        return None
+
+    def prev(self, vma_or_addr: VMA | int) -> VMA | None:
+        """The last VMA that starts before the given VMA (or address) and does not contain the address."""
+        addr = vma_or_addr if isinstance(vma_or_addr, int) else vma_or_addr.vm_start
+        k = self._lower(addr)
+        if k is None:
+            return None
+        v = self._by_start[k]
+        if v.vm_end <= addr:
+            return v
+        k = self._lower(k)
+        return None if k is None else self._by_start[k]
+
+    def next(self, vma_or_addr: VMA | int) -> VMA | None:
+        """The first VMA starting at or after the given VMA's end (or address)."""
+        addr = vma_or_addr if isinstance(vma_or_addr, int) else vma_or_addr.vm_end
+        k = self._ceil(addr)
+        return None if k is None else self._by_start[k]
+
+    def range(self, start: int, end: int) -> list[VMA]:
+        """All VMAs intersecting ``[start, end)``, in order."""
+        d = self._by_start
+        out: list[VMA] = []
+        k = self._floor(start)
+        if k is not None and d[k].vm_end > start:
+            out.append(d[k])
+        k = self._ceil(start + 1)
+        while k is not None and k < end:
+            v = d[k]
+            out.append(v)
+            k = self._ceil(v.vm_end)
+        return out
+
+    def iter_from_top(self, below: int) -> Iterator[VMA]:
+        """VMAs with ``vm_start < below``, highest first (for the top-down gap search)."""
+        d = self._by_start
+        k = self._lower(below)
+        while k is not None:
+            yield d[k]
+            k = self._lower(k)
+
+    def iter_from(self, addr: int) -> Iterator[VMA]:
+        """VMAs with ``vm_end > addr``, lowest first."""
+        v = self.find(addr)
+        d = self._by_start
+        while v is not None:
+            yield v
+            k = self._ceil(v.vm_end)
+            v = None if k is None else d[k]
+
+    def first(self) -> VMA | None:
+        return self._by_start[self._sl[0]] if self._by_start else None
+
+    def last(self) -> VMA | None:
+        return self._by_start[self._sl[-1]] if self._by_start else None
+
+
+class VmaIterator:
+    """Models ``struct vma_iterator`` as the range walks use it (``for_each_vma_range(vmi, vma, end)``).
+
+    ``index`` is where the next :meth:`find` starts: just past the VMA it last returned.  A walk body that
+    changes that VMA (``vma_modify()`` may split it or merge it into a neighbour) leaves the kernel's
+    iterator on the VMA the change returned; :meth:`on` says so, and the walk resumes after it.
+    :meth:`set` (``vma_iter_set()``) moves the iterator so that the VMA containing an address is found
+    again, which is how mseal_apply() meets a VMA it just merged once more."""
+
+    __slots__ = ("tree", "index")
+
+    def __init__(self, tree: VmaTree, addr: int) -> None:
+        self.tree = tree
+        self.index = addr
+
+    def find(self, end: int) -> VMA | None:
+        """vma_find(): the next VMA that ends after ``index`` and starts below ``end`` (none once
+        ``index`` reached ``end``, as mas_find() stops at its maximum)."""
+        if self.index >= end:
+            return None
+        v = self.tree.find(self.index)
+        if v is None or v.vm_start >= end:
+            return None
+        self.index = v.vm_end
+        return v
+
+    def on(self, vma: VMA) -> VMA:
+        """The iterator is left on ``vma`` (as vma_modify() leaves it): the walk resumes after it."""
+        self.index = vma.vm_end
+        return vma
+
+    def set(self, addr: int) -> None:
+        """vma_iter_set(): the next find starts at ``addr``."""
+        self.index = addr
+
+    def range(self, end: int) -> Iterator[VMA]:
+        """for_each_vma_range(): every VMA below ``end`` from ``index`` on, re-reading ``index`` after
+        each step so that the body's :meth:`on` / :meth:`set` take effect."""
+        while True:
+            v = self.find(end)
+            if v is None:
+                return
+            yield v
