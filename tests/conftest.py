@@ -11,7 +11,9 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 SCENARIO_DIR = os.path.join(HERE, "scenarios")
+KNOWN_DIVERGENCES_DIR = os.path.join(HERE, "known_divergences")
 
 ON_LINUX = sys.platform.startswith("linux")
 needs_linux = pytest.mark.skipif(not ON_LINUX, reason="the live-kernel runner needs Linux (x86_64)")

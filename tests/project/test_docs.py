@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ..conftest import ROOT
+
 DOCS = ["docs/mmap-prepare.md", "README.md"]
 
 

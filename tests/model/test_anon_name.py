@@ -1,7 +1,7 @@
 """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME): anon names split and merge VMAs and show in maps.
 
-The live kernel here is built without CONFIG_ANON_VMA_NAME (prctl answers EINVAL, measured: see
-shared reference vma-semantics.md §3.1), so only that refusal is observable live; the rest follows
+The live kernel here is built without CONFIG_ANON_VMA_NAME (prctl answers EINVAL, measured by
+hand with a small C probe), so only that refusal is observable live; the rest follows
 mm/madvise.c: madvise_set_anon_name() and fs/proc/task_mmu.c: get_vma_name() as documented there:
 a name is compared by is_mergeable_vma(), and named anonymous VMAs print as [anon:NAME] (anonymous shmem
 as [anon_shmem:NAME]).

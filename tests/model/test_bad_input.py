@@ -1,6 +1,6 @@
 """Bad input never crashes the model or corrupts its state: raw syscalls return -errno, the Pythonic API
-raises OSError, and the validator passes afterwards.  Errno expectations are the kernel's (measured,
-see real-kernel.md case 16) and are also checked live by the corpus."""
+raises OSError, and the validator passes afterwards.  Errno expectations are the kernel's (measured on
+the live kernel) and are also checked live by the corpus."""
 
 from __future__ import annotations
 

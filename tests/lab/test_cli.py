@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import needs_linux
+from ..conftest import SCENARIO_DIR, needs_linux
 
 GOOD = {"name": "cli_good", "ops": [
     {"op": "mmap", "addr": "base+0", "len": "8K", "prot": "PROT_READ|PROT_WRITE",
@@ -103,7 +103,7 @@ def test_diff_reports_divergence_against_a_recording(tmp_path: object) -> None:
 
 
 def test_all_profiles_and_profiles_list() -> None:
-    path = os.path.join(os.path.dirname(__file__), "scenarios", "driver_devmem_remap.json")
+    path = os.path.join(SCENARIO_DIR, "driver_devmem_remap.json")
     r = vmalab("run", "--all-profiles", path)
     assert r.returncode == 0, r.stderr
     assert "== kernel profile 7.2" in r.stdout and "not available under: 6.18" in r.stdout

@@ -15,9 +15,9 @@ import pytest
 from vmalab.execute import run_on_model
 from vmalab.scenario import compare_results, load_scenario
 
-from .conftest import live_release, load_json, needs_linux
+from ..conftest import KNOWN_DIVERGENCES_DIR, live_release, load_json, needs_linux
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "known_divergences")
+HERE = KNOWN_DIVERGENCES_DIR
 PATHS = sorted(p for p in glob.glob(os.path.join(HERE, "*.json")) if not p.endswith(".kernel.json"))
 IDS = [os.path.basename(p)[:-5] for p in PATHS]
 

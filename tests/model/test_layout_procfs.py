@@ -1,5 +1,5 @@
 """Unit tests of the model's building blocks.  Expected values are kernel facts measured on this
-machine's kernel (shared/reference/real-kernel.md, "Placement"), not outputs of the model."""
+machine's kernel (the placement table in docs/architecture.md), not outputs of the model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vmalab.layout import mmap_base
 from vmalab.mm import MM
 from vmalab.procfs import MapsFormatError, import_maps, maps, maps_line
 
-from .conftest import needs_linux
+from ..conftest import needs_linux
 
 M = 1 << 20
 G = 1 << 30

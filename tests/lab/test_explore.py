@@ -1,6 +1,7 @@
 """The failure and lock explorer: fault points, the lock checker, resource tracking, ``vmalab explore``.
 
-Expectations come from the spec (/work/shared/reference/upstream-mmap-prepare.md §1.4, §2, §8, §10) and
+Expectations come from the upstream mmap_prepare design (§1.4, §2, §8, §10 of its design notes;
+docs/mmap-prepare.md) and
 the kernel functions each fault point names: the errno a failing step returns and what it leaves behind.
 """
 
@@ -31,6 +32,8 @@ from vmalab.resources import Kref, PfnAllocator
 from vmalab.scenario import ScenarioError, parse_scenario
 from vmalab.vma import VMA
 
+from ..conftest import ROOT
+
 B = 0x500000000000
 K = 4096
 RW = C.PROT_READ | C.PROT_WRITE
@@ -38,7 +41,7 @@ ANON = C.MAP_PRIVATE | C.MAP_ANONYMOUS
 ANONF = ANON | C.MAP_FIXED
 SH = C.MAP_SHARED | C.MAP_FIXED
 PR = C.MAP_PRIVATE | C.MAP_FIXED
-EX = os.path.join(os.path.dirname(__file__), "..", "examples", "drivers")
+EX = os.path.join(ROOT, "examples", "drivers")
 
 
 def ex(name: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from vmalab.execute import run_on_model
 from vmalab.scenario import compare_results, load_scenario
 
-from .conftest import corpus_paths, live_release, load_json, needs_linux
+from ..conftest import corpus_paths, live_release, load_json, needs_linux
 
 PATHS = corpus_paths()
 IDS = [os.path.basename(p)[:-5] for p in PATHS]

@@ -25,7 +25,7 @@ from vmalab.oracle.fuzz import (
 )
 from vmalab.scenario import compare_results, parse_scenario
 
-from .conftest import needs_linux
+from ..conftest import needs_linux
 
 CI_SEED = 20260101
 CI_CASES = 2000

@@ -1,7 +1,7 @@
 """Tests of the live-kernel runner (:mod:`vmalab.oracle.kernel`).
 
-Each test runs scenarios on this machine's kernel and asserts outcomes that
-``/work/shared/reference/real-kernel.md`` documents as measured facts (independent of the model).
+Each test runs scenarios on this machine's kernel and asserts outcomes measured on it by hand (small C
+probes), independent of the model.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def test_repeat_reaches_max_map_count_quickly() -> None:
     elapsed = time.monotonic() - t0
     res = r["results"]
     n0 = r["env"]["initial_map_count"]
-    # do_mmap checks map_count > max: isolated mmaps reach max + 1 = 65531 (real-kernel.md, case 29)
+    # do_mmap checks map_count > max: isolated mmaps reach max + 1 = 65531 (measured: scenario limit_max_map_count_*)
     assert res[0]["ret"] == 65531 - n0
     assert (res[0]["errno"], res[0]["failed_at"]) == ("ENOMEM", 65531 - n0)
     assert res[1]["ret"] == 65531

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ..conftest import ROOT
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,8 @@
 """The driver contract (f_op->mmap_prepare, vm_area_desc, mmap_action, vm_ops->mapped, compat layer) on
 the built-in drivers, under every kernel profile that has the feature.
 
-Expectations come from /work/shared/reference/upstream-mmap-prepare.md ("spec" below, cited by section)
+Expectations come from the upstream mmap_prepare/mmap_action design ("spec" below, cited by the section
+numbers of its design notes; docs/mmap-prepare.md summarises it per profile)
 or, for 6.18, from the live kernel through the recorded scenarios (tests/scenarios/driver_*.json with
 recordings, checked by test_corpus).  Model-only scenarios (kernel_profile other than 6.18, or ``dev:``
 drivers) are asserted here against the behaviour the spec states, never against copied model output.
@@ -29,7 +30,7 @@ from vmalab.profiles import PROFILES
 from vmalab.scenario import load_scenario
 from vmalab.vma import VmaMerge, vma_merge_existing_range
 
-from .conftest import SCENARIO_DIR, model_only_paths
+from ..conftest import SCENARIO_DIR, model_only_paths
 
 B = 0x500000000000
 K = 4096

@@ -3,9 +3,9 @@ the child only through one snapshot and reads at fork time).
 
 Facts used (measured on this machine's 6.18.44 kernel):
 * a fresh page mapped next to an inherited written VMA in the child does not merge, and remapping a page
-  inside one leaves 3 VMAs; the same ops in the parent merge (vma-semantics.md §9 row 9, re-measured
+  inside one leaves 3 VMAs; the same ops in the parent merge (re-measured
   with a small C probe: child 3 + 2 VMAs, parent 1 + 1);
-* a write in the child does not change the parent's private page (real-kernel.md case 26).
+* a write in the child does not change the parent's private page (scenario mlock_fork_not_inherited).
 """
 
 from __future__ import annotations

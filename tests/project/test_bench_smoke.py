@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from ..conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import bench_ops  # noqa: E402
 
