@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from vmalab import constants as C
 from vmalab.mm import MM
+from vmalab.syscalls import SYSCALLS
 
 BASE = 0x500000000000
 ANON = C.MAP_PRIVATE | C.MAP_ANONYMOUS
@@ -71,5 +72,39 @@ def test_garbage_arguments_never_crash(calls: list[tuple[str, int, int, int, int
             except Exception as e:  # only the modelled signal may escape
                 assert type(e).__name__ == "Fault"
             r = 0
+        assert isinstance(r, int)
+        mm.validate()
+
+
+def test_syscall_glue_errors_are_type_errors_not_errno() -> None:
+    """A wrong number or type of arguments is a bug in the caller's glue: ``TypeError``, never an errno the
+    kernel would not give, and nothing changes."""
+    mm = MM()
+    mm.mmap(BASE, 4096, 3, ANON | C.MAP_FIXED)
+    with pytest.raises(TypeError, match=r"munmap\(\) takes 2 arguments"):
+        mm.syscall("munmap", BASE)
+    with pytest.raises(TypeError, match=r"munmap\(\) takes 2 arguments"):
+        mm.syscall("munmap", BASE, 4096, 0)
+    with pytest.raises(TypeError, match="argument len must be an int"):
+        mm.syscall("munmap", BASE, "4096")  # type: ignore[arg-type]
+    assert mm.map_count == 1
+    mm.validate()
+    assert mm.syscall("munlockall") == 0
+    assert mm.syscall("brk", 0) == mm.brk  # brk returns the break, never -errno
+    assert mm.syscall("mincore", BASE, 4096) == 0  # the return value; mm.mincore() gives the vector
+    assert mm.mincore(BASE, 4096) == "0"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(SYSCALLS)),
+                          st.lists(st.integers(min_value=-(1 << 65), max_value=1 << 65), min_size=6, max_size=6)),
+                max_size=10))
+def test_every_syscall_survives_garbage(calls: list[tuple[str, list[int]]]) -> None:
+    """Every row of the syscall table, with arbitrary integers, returns an int (an address, 0 or -errno)
+    and leaves a valid model."""
+    mm = MM()
+    mm.mmap(BASE, 16 * 4096, 3, ANON | C.MAP_FIXED)
+    for name, ints in calls:
+        r = mm.syscall(name, *ints[: SYSCALLS[name].nargs])
         assert isinstance(r, int)
         mm.validate()
