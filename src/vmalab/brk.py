@@ -43,7 +43,8 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
             mm.brk = origbrk
             return origbrk
         return brk
-    if check_brk_limits(mm, oldbrk, newbrk - oldbrk):
+    length = (newbrk - oldbrk) & ULONG_MASK  # unsigned: a break that wraps is a huge length
+    if check_brk_limits(mm, oldbrk, length):
         return origbrk
     nxt = mm.tree.find(oldbrk)
     if nxt is not None and nxt.vm_start < newbrk + C.PAGE_SIZE + C.STACK_GUARD_GAP:
@@ -52,11 +53,11 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
     brkvma = mm.tree.prev(oldbrk)
     if brkvma is not None and brkvma.vm_end <= mm.start_brk:
         brkvma = None  # vma_prev_limit(): only VMAs of the heap area count
-    if do_brk_flags(mm, brkvma, oldbrk, newbrk - oldbrk, 0):
+    if do_brk_flags(mm, brkvma, oldbrk, length, 0):
         return origbrk
     mm.brk = brk
     if mm.def_flags & VM_LOCKED:
-        populate_range(mm, oldbrk, newbrk - oldbrk, ignore_errors=True)
+        populate_range(mm, oldbrk, length, ignore_errors=True)
     return brk
 
 

@@ -88,6 +88,9 @@ MREMAP_NAMES = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
 RLIMIT_NAMES = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
                 "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9}
 
+UIO_MAXIOV = 1024  # include/uapi/linux/uio.h: the most iovecs process_madvise() takes
+ANON_VMA_NAME_MAX = 80  # include/linux/mm_types.h: an anon VMA name's buffer, NUL included
+
 # --- vm_flags (include/linux/mm.h, 64-bit) -----------------------------------------------------------
 VM_NONE = 0
 VM_READ = 1 << 0

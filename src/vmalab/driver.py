@@ -283,7 +283,7 @@ def do_action(mm: MmStruct, vma: VMA, action: MmapAction) -> int:
         cow = (vma.vm_flags & (C.VM_SHARED | C.VM_MAYWRITE)) == C.VM_MAYWRITE
         if cow and (start != vma.vm_start or end != vma.vm_end):
             return -errno.EINVAL
-        e = mm.inject("action_complete")
+        e = mm.probe.inject("action_complete")
         if e:
             return e
         install_pfn_ptes(mm, start, action.start_pfn, (end - start) >> PAGE_SHIFT, action.pgprot)
@@ -292,7 +292,7 @@ def do_action(mm: MmStruct, vma: VMA, action: MmapAction) -> int:
         pages = action.pages or []
         if len(pages) < action.nr_pages:
             return -errno.EINVAL
-        e = mm.inject("action_complete")
+        e = mm.probe.inject("action_complete")
         if e:
             return e
         for i in range(action.nr_pages):

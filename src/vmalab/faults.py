@@ -109,7 +109,7 @@ def anon_vma_prepare(mm: MmStruct, vma: VMA) -> int:
     allocation failed: the fault path answers VM_FAULT_OOM)."""
     if vma.anon_vma is not None:
         return 0
-    e = mm.inject("anon_vma_prepare")
+    e = mm.probe.inject("anon_vma_prepare")
     if e:
         return e
     ignore = C.VM_ACCESS_FLAGS | C.VM_IGNORE_MERGE  # anon_vma_compatible(): soft-dirty and the guard marker

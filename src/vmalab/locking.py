@@ -10,10 +10,9 @@ hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class LockObserver(Protocol):
@@ -115,13 +114,3 @@ class LockState:
         if ino not in self.i_mmap:
             raise LockError(f"i_mmap_rwsem of inode {ino} released while not held")
         self.i_mmap.discard(ino)
-
-
-def mmap_write_locked(fn: Callable[..., int]) -> Callable[..., int]:
-    """Run an MM syscall method under ``mmap_write_lock()`` (as vm_munmap(), do_mprotect_pkey() and
-    mremap() do), so the callbacks it makes (``->open``, ``->close``) see the lock the kernel holds."""
-    @functools.wraps(fn)
-    def locked(self: Any, *args: Any, **kwargs: Any) -> int:
-        with self.locks.mmap_write():
-            return fn(self, *args, **kwargs)
-    return locked

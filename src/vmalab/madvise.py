@@ -66,7 +66,6 @@ DISCARD_ADVICE = frozenset({MADV_FREE, MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV
                             MADV_WIPEONFORK, MADV_GUARD_INSTALL})
 #: process_madvise_remote_valid(): what may be applied to another process's mm
 REMOTE_VALID_ADVICE = frozenset({MADV_COLD, MADV_PAGEOUT, MADV_WILLNEED, MADV_COLLAPSE})
-UIO_MAXIOV = 1024
 
 #: the single guard-marker "page" installed in page tables (like the zero page, shared by all PTEs)
 GUARD_MARKER = Page(GUARD)
@@ -88,8 +87,6 @@ def _is_pagecache_file(f: File) -> bool:
     """A regular file with a disk behind its page cache (ext4-like): not shmem, not a device."""
     return f.inode.mode == S_IFREG and f.f_op.fault_style == "filemap"
 
-
-ANON_VMA_NAME_MAX = 80  # include/linux/mm_types.h
 
 
 
@@ -117,7 +114,7 @@ def process_madvise(mm: MmStruct, iovecs: list[tuple[int, int]], advice: int, fl
     of bytes advised (the iovecs before the first failure), or -errno when the first one fails."""
     if flags != 0:
         return -errno.EINVAL
-    if len(iovecs) > UIO_MAXIOV:
+    if len(iovecs) > C.UIO_MAXIOV:
         return -errno.EINVAL
     if remote and advice not in REMOTE_VALID_ADVICE:
         return -errno.EINVAL
@@ -455,7 +452,7 @@ def sys_set_vma_anon_name(mm: MmStruct, start: int, length: int, name: str | Non
     wrapping range; ENOMEM for holes (after naming what precedes them); EBADF for a file mapping."""
     if not mm.anon_vma_name_enabled:
         return -errno.EINVAL
-    if name is not None and (len(name.encode()) >= ANON_VMA_NAME_MAX
+    if name is not None and (len(name.encode()) >= C.ANON_VMA_NAME_MAX
                              or any(not (0x20 <= ord(c) < 0x7F) or c in "\\`$[]" for c in name)):
         return -errno.EINVAL
     start &= ULONG_MASK

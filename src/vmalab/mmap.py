@@ -62,7 +62,7 @@ def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: in
             return -errno.EINVAL
     elif flags & C.MAP_HUGETLB:
         return -errno.ENOMEM  # hugetlb_file_setup() with no huge pages reserved
-    e = mm.inject("security_mmap_file")
+    e = mm.probe.inject("security_mmap_file")
     if e:
         return e
     populate: list[int] = []
@@ -96,7 +96,7 @@ def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, 
     addr = get_unmapped_area(mm, file, addr, length, pgoff, flags, vm_flags)
     if addr < 0:
         return addr
-    e = mm.inject("security_mmap_addr")  # the last step of __get_unmapped_area()
+    e = mm.probe.inject("security_mmap_addr")  # the last step of __get_unmapped_area()
     if e:
         return e
     if flags & C.MAP_FIXED_NOREPLACE and mm.tree.find_intersection(addr, addr + length):
@@ -244,7 +244,7 @@ def __mmap_setup(mm: MmStruct, map: MmapState) -> int:
         return -errno.ENOMEM
     if (map.vm_flags & (C.VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:  # accountable_mapping()
         charged = map.pglen - vms.nr_accounted
-        if charged and (mm.inject("vm_enough_memory") or not mm.vm_enough_memory(charged)):
+        if charged and (mm.probe.inject("vm_enough_memory") or not mm.vm_enough_memory(charged)):
             return -errno.ENOMEM
         map.charged = charged
         map.transferred = vms.nr_accounted
@@ -265,10 +265,10 @@ def call_mmap_prepare(mm: MmStruct, map: MmapState) -> int:
     assert file is not None
     prof = mm.profile
     desc = prof.new_desc(mm, file, map.addr, map.end, map.pgoff, map.vm_flags)
-    e = mm.inject("mmap_prepare") or int(mm.callback("mmap_prepare", functools.partial(file.f_op.mmap_prepare, desc),
-                                                     desc=desc))
+    prepare = functools.partial(file.f_op.mmap_prepare, desc)
+    e = mm.probe.inject("mmap_prepare") or int(mm.callback("mmap_prepare", prepare, desc=desc))
     if not e:
-        e = (mm.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(mm, desc)
+        e = (mm.probe.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(mm, desc)
     if e:
         if desc.vm_file is not file and desc.vm_file is not None:
             desc.vm_file.refcount -= 1
@@ -297,7 +297,7 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
     after undoing the step's own work (the file reference, partial PTEs)."""
     file, vm_file = map.file, map.vm_file
     addr, end = map.addr, map.end
-    e = mm.inject("vma_alloc") or mm.inject("vma_prealloc")
+    e = mm.probe.inject("vma_alloc") or mm.probe.inject("vma_prealloc")
     if e:
         if vm_file is not file and vm_file is not None:
             vm_file.refcount -= 1  # abort_munmap fput()s a file mmap_prepare swapped in
@@ -309,7 +309,7 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
             vm_file.refcount += 1  # get_file(); a swapped-in file's reference is already owned
         vma.vm_ops = DUMMY_VM_OPS
         if vm_file.f_op.has_mmap and not map.have_prepare:
-            e = mm.inject("mmap") or mmap_file(mm, vm_file, vma)
+            e = mm.probe.inject("mmap") or mmap_file(mm, vm_file, vma)
             if e:
                 if vma.vm_file is not None:
                     vma.vm_file.refcount -= 1  # fput(vma->vm_file)

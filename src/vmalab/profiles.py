@@ -47,7 +47,6 @@ class KernelProfile:
     prepare_failure_releases_charge = False  # ~7.2 jumps to unacct_error; 6.16-7.1 leak the charge
     null_vm_ops_makes_anonymous = False  # ~7.2: desc starts with dummy ops; NULL means anonymous
     legacy_mapped_rejected = False  # 7.1: vfs_mmap() refuses a legacy ->mmap that installs ->mapped
-    compat_unmaps_on_error = False  # 6.19/7.0: compat_vma_mmap() called do_munmap() on a detached VMA
     compat_desc_copies_vm_ops = False  # ~7.2
     compat_names: tuple[str, ...] = ("compat_vma_mmap_prepare", "__compat_vma_mmap_prepare")
 
@@ -91,7 +90,7 @@ class KernelProfile:
         if is_compat:
             mm.probe.trace("mmap", "WARN: do_munmap() on a detached VMA (compat path)", start=start, end=end)
             return
-        if mm.inject("error_unmap"):  # mmap_action_finish() ignores do_munmap()'s return value
+        if mm.probe.inject("error_unmap"):  # mmap_action_finish() ignores do_munmap()'s return value
             mm.probe.trace("mmap", "do_munmap() of the failed VMA failed (ignored): the VMA stays mapped",
                       start=start, end=end)
             return
@@ -113,7 +112,7 @@ class KernelProfile:
         if mapped is None:
             return 0
         ref = PrivateRef(vma.vm_private_data)
-        e = mm.inject("mapped") or mm.callback(
+        e = mm.probe.inject("mapped") or mm.callback(
             "mapped", lambda: mapped(vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_file, ref), vma=vma)
         if e:
             return int(e)
@@ -138,7 +137,6 @@ class Profile619(KernelProfile):
     has_vma_flags = True
     has_hooks = True
     has_rmap_hide = True
-    compat_unmaps_on_error = True
     compat_names = ("compat_vma_mmap", "__compat_vma_mmap")
 
     def action_prepare(self, mm: MmStruct, desc: VmAreaDesc) -> int:
@@ -172,7 +170,7 @@ class Profile619(KernelProfile):
                 err = int(new)
         elif action.success_hook is not None:
             hook_s = action.success_hook
-            err = int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
+            err = int(mm.probe.inject("success_hook") or mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
             if err:
                 mm.probe.trace("mmap", f"success_hook failed -{C_ERR(err)}: VMA stays mapped")
         self._rmap_unlock(mm, vma, action)
@@ -241,7 +239,7 @@ class Profile71(KernelProfile):
         if action.success_hook is None:
             return 0
         hook = action.success_hook
-        return int(mm.inject("success_hook") or mm.callback("success_hook", lambda: hook(vma), vma=vma))
+        return int(mm.probe.inject("success_hook") or mm.callback("success_hook", lambda: hook(vma), vma=vma))
 
     def _error(self, mm: MmStruct, action: MmapAction, err: int, is_compat: bool) -> int:
         if is_compat or action.error_hook is None:
@@ -335,7 +333,7 @@ class ProfileFinish(Profile71):
         if action.finish is None:
             return err
         fin = action.finish
-        r = int((0 if err else mm.inject("finish"))
+        r = int((0 if err else mm.probe.inject("finish"))
                 or mm.callback("finish", lambda: fin(err), vma=None if err else vma))
         if err:
             if not r:

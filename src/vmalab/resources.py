@@ -65,8 +65,6 @@ class Kref:
         return f"Kref({self.name}, {self.count})"
 
 
-Refcount = Kref
-
 
 class PfnAllocator:
     """A driver's page allocator: ``npages`` frames from ``base_pfn``."""

@@ -147,7 +147,7 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         assert prev is not None and nxt is not None
         right = _anon_vmas_compatible(prev, nxt)
     op = vmg.op
-    if (left or right) and op == "mmap" and mm.inject("vma_merge"):
+    if (left or right) and op == "mmap" and mm.probe.inject("vma_merge"):
         return None  # vma_expand() could not preallocate: __mmap_region() allocates a new VMA instead
     anon_vma = vmg.anon_vma
     if left:
@@ -269,7 +269,7 @@ def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: b
         e = vma.vm_ops.may_split(vma, addr)
         if e:
             return e
-    e = mm.inject("split_vma")  # vm_area_dup() / vma_iter_prealloc(): before ->open
+    e = mm.probe.inject("split_vma")  # vm_area_dup() / vma_iter_prealloc(): before ->open
     if e:
         return e
     new = vma.copy()
@@ -376,7 +376,7 @@ def vms_gather_munmap_vmas(mm: MmStruct, vms: VmaMunmap, first: VMA) -> int:
         vms.nr_pages += v.pages
         if v.vm_flags & VM_ACCOUNT:
             vms.nr_accounted += v.pages
-    e = mm.inject("gather")  # the detach-tree store can fail: -ENOMEM, splits stay
+    e = mm.probe.inject("gather")  # the detach-tree store can fail: -ENOMEM, splits stay
     if e:
         _reattach(mm, vms)
         return e

@@ -86,14 +86,24 @@ class VmaTree:
             self._by_start[vma.vm_start] = vma
 
     def find(self, addr: int) -> VMA | None:
-        """find_vma(): the first VMA with ``vm_end > addr``."""
-        k = self._floor(addr)
+        """find_vma(): the first VMA with ``vm_end > addr``.  One descent: the sublist holding the last
+        start <= addr also holds (or is followed by) the first start > addr."""
+        maxes = self._sl._maxes
+        if not maxes:
+            return None
+        d = self._by_start
+        pos = bisect_right(maxes, addr)
+        if pos == len(maxes):
+            v = d[maxes[-1]]
+            return v if v.vm_end > addr else None
+        sub = self._sl._lists[pos]
+        idx = bisect_right(sub, addr)
+        k = sub[idx - 1] if idx else (maxes[pos - 1] if pos else None)
         if k is not None:
-            v = self._by_start[k]
+            v = d[k]
             if v.vm_end > addr:
                 return v
-        k = self._ceil(addr + 1)
-        return None if k is None else self._by_start[k]
+        return d[sub[idx]]
 
     def lookup(self, addr: int) -> VMA | None:
         """vma_lookup(): the VMA containing ``addr``."""
