@@ -26,6 +26,7 @@ objects and page tables never are.
 from __future__ import annotations
 
 import errno
+import functools
 import random
 from typing import TypeVar
 
@@ -159,12 +160,13 @@ def exit_mmap(mm: MmStruct) -> None:
     reference), call vm_ops->close, drop the file references and release the commit charge
     (vm_unacct_memory()).  The counters (total_vm, locked_vm, ...) go back to zero; charges the
     kernel leaked earlier (``leaked_commit``) stay."""
-    for vma in list(mm.tree):
-        mm.pt.zap(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
-        if vma.vm_ops is not None:
-            vma.vm_ops.close(vma)
-        release_vma(mm, vma)
-        mm.tree.erase(vma)
+    with mm.locks.mmap_write():  # remove_vma() runs under mmap_write_lock()
+        for vma in list(mm.tree):
+            mm.pt.zap(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)
+            if vma.vm_ops is not None:
+                mm.callback("close", functools.partial(vma.vm_ops.close, vma), vma=vma)
+            release_vma(mm, vma)
+            mm.tree.erase(vma)
     # PTEs outside any VMA cannot exist (validate() checks it); free_pgtables() leaves none.
     for vpn, _page in mm.pt.all_items():
         mm.pt.zap(vpn, vpn + 1)
