@@ -65,13 +65,13 @@ FORK_REBUILT = frozenset({
 M = TypeVar("M", bound=MmStruct)
 
 
-def fork(mm: M) -> M:
+def fork(mm: M) -> M | int:
     """fork(2) as seen by the address space: returns the child's new, independent mm, of the same class
-    as ``mm``.
+    as ``mm``, or -errno.
 
     Models kernel/fork.c: dup_mm() (the mm_struct copied, then mm_init() resets) and
-    mm/mmap.c: dup_mmap().  Raises ``OSError(ENOMEM)`` when the commit charge of an accountable VMA
-    fails (the partly built child is torn down, the parent is unchanged)."""
+    mm/mmap.c: dup_mmap().  -ENOMEM when the commit charge of an accountable VMA fails (the partly built
+    child is torn down, the parent is unchanged)."""
     child = _dup_mm_struct(mm)
     # dup_mmap() holds the parent's mmap lock for write, and the child's (nested)
     with mm.locks.mmap_write(), child.locks.mmap_write():
@@ -82,7 +82,8 @@ def fork(mm: M) -> M:
                 continue
             if vma.vm_flags & VM_ACCOUNT and not child.vm_enough_memory(vma.pages):
                 _abort_fork(child, vma)
-                raise OSError(errno.ENOMEM, "ENOMEM: fork: cannot charge an accountable VMA")
+                mm.probe.trace("fork", "dup_mmap failed: cannot charge an accountable VMA", start=vma.vm_start)
+                return -errno.ENOMEM
             tmp = _vm_area_dup_for_fork(child, vma)
             child.tree.insert(tmp)
             if not tmp.vm_flags & C.VM_WIPEONFORK:

@@ -10,8 +10,6 @@ hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 
@@ -78,30 +76,13 @@ class LockState:
         out.update(f"i_mmap:{i}" for i in self.i_mmap)
         return frozenset(out)
 
-    @contextmanager
-    def mmap_write(self) -> Iterator[None]:
+    def mmap_write(self) -> MmapLockHold:
         """mmap_write_lock() ... mmap_write_unlock(); dropping the mmap lock also drops VMA write locks."""
-        outer = self.mmap_lock
-        if outer is None and self.observer is not None:
-            self.observer.acquire("mmap_lock")
-        self.mmap_lock = "write"
-        try:
-            yield
-        finally:
-            self.mmap_lock = outer
-            if outer is None:
-                self.vma_locks.clear()
+        return MmapLockHold(self, True)
 
-    @contextmanager
-    def mmap_read(self) -> Iterator[None]:
-        outer = self.mmap_lock
-        if outer is None and self.observer is not None:
-            self.observer.acquire("mmap_lock")
-        self.mmap_lock = outer or "read"
-        try:
-            yield
-        finally:
-            self.mmap_lock = outer
+    def mmap_read(self) -> MmapLockHold:
+        """mmap_read_lock() ... mmap_read_unlock() (a no-op under an outer write hold)."""
+        return MmapLockHold(self, False)
 
     def lock_i_mmap(self, ino: int) -> None:
         if ino in self.i_mmap:
@@ -114,3 +95,29 @@ class LockState:
         if ino not in self.i_mmap:
             raise LockError(f"i_mmap_rwsem of inode {ino} released while not held")
         self.i_mmap.discard(ino)
+
+
+class MmapLockHold:
+    """One hold of ``mm->mmap_lock`` as a context manager (``with locks.mmap_write():``).  Nested holds
+    restore the outer mode on exit; leaving the outermost write hold drops the VMA write locks, as
+    mmap_write_unlock() does (vma_end_write_all())."""
+
+    __slots__ = ("locks", "write", "outer")
+
+    def __init__(self, locks: LockState, write: bool) -> None:
+        self.locks = locks
+        self.write = write
+        self.outer: str | None = None
+
+    def __enter__(self) -> None:
+        locks = self.locks
+        outer = self.outer = locks.mmap_lock
+        if outer is None and locks.observer is not None:
+            locks.observer.acquire("mmap_lock")
+        locks.mmap_lock = "write" if self.write else (outer or "read")
+
+    def __exit__(self, *exc: object) -> None:
+        locks = self.locks
+        locks.mmap_lock = self.outer
+        if self.write and self.outer is None:
+            locks.vma_locks.clear()

@@ -165,9 +165,11 @@ class MM(MmStruct):
         return touch(self, addr, write, value)
 
     def fork(self) -> MM:
-        """fork(2) as the address space sees it (:func:`vmalab.fork.fork`): the child's new ``MM``."""
+        """fork(2) as the address space sees it (:func:`vmalab.fork.fork`): the child's new ``MM``;
+        raises OSError (ENOMEM) when an accountable VMA cannot be charged."""
         child = fork(self)
-        assert isinstance(child, MM)
+        if isinstance(child, int):
+            raise _err(-child)
         return child
 
     def exit_mmap(self) -> None:
