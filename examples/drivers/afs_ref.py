@@ -16,8 +16,8 @@ from __future__ import annotations
 from vmalab.driver import VmAreaDesc
 from vmalab.files import FileOperations, VmOperations
 from vmalab.mm import MM
+from vmalab.mm_types import VMA
 from vmalab.resources import Kref
-from vmalab.vma import VMA
 
 
 class AfsVmOps(VmOperations):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from vmalab.driver import PrivateRef, VmAreaDesc
 from vmalab.files import File, FileOperations, VmOperations
 from vmalab.mm import MM
+from vmalab.mm_types import VMA
 from vmalab.resources import Kref
-from vmalab.vma import VMA
 
 
 class AfsVmOps(VmOperations):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from vmalab.driver import ProfileFeatureError, VmAreaDesc, mmap_action_remap_full
 from vmalab.files import FileOperations, VmOperations
 from vmalab.locking import Mutex
-from vmalab.vma import VMA
+from vmalab.mm_types import VMA
 
 SPOOKY_PFN = 0x140000
 

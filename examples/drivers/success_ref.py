@@ -22,8 +22,8 @@ from __future__ import annotations
 from vmalab.driver import PrivateRef, ProfileFeatureError, VmAreaDesc, mmap_action_remap_full
 from vmalab.files import File, FileOperations, VmOperations
 from vmalab.mm import MM
+from vmalab.mm_types import VMA
 from vmalab.resources import Kref
-from vmalab.vma import VMA
 
 DEV_PFN = 0x160000
 MAPPED = object()  # the per-VMA marker mapped() leaves for ->open/->close
