@@ -237,3 +237,8 @@ def parse_flag_word(word: str | int | None, table: dict[str, int], what: str) ->
         except ValueError:
             raise FlagWordError(f"{what}: unknown flag {part!r}") from None
     return value
+
+
+def errname(err: int) -> str:
+    """The name of a -errno value (``-12`` -> ``ENOMEM``), for traces."""
+    return ERRNO_NAMES.get(-err, str(-err))

@@ -149,7 +149,7 @@ class ModelRunner:
     # -- ops --------------------------------------------------------------------------------------------
     def _ret(self, r: int, is_addr: bool = False) -> dict[str, Any]:
         if r < 0:
-            return {"ret": -1, "errno": C.ERRNO_NAMES.get(-r, str(-r))}
+            return {"ret": -1, "errno": C.errname(r)}
         return {"ret": format_addr(r, self.scn.window) if is_addr else r, "errno": None}
 
     def do(self, op: Op, first_addr_shift: int = 0, first_addr: int | None = None) -> dict[str, Any]:

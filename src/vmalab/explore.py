@@ -366,7 +366,7 @@ def _check_errno(opname: str, res: dict[str, Any], fired: list[tuple[str, int, i
     fp = FAULT_POINTS[point]
     if opname not in ("mmap", "munmap", "mprotect") or fp.outcome != "returned":
         return
-    want = C.ERRNO_NAMES.get(-err, str(-err))
+    want = C.errname(err)
     got = res.get("errno")
     mark = f"injected failure at {point} "
     at = next((n for n, w in enumerate(events) if w.startswith(mark)), len(events))

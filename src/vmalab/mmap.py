@@ -360,7 +360,7 @@ def _abort_munmap(mm: MmStruct, map: MmapState, e: int, what: str | None = None,
         mm.probe.trace("mmap", "commit charge leaked", pages=lost)
     vms_abort_munmap_vmas(mm, map.vms)
     if what is not None:
-        mm.probe.trace("mmap", f"{what} failed -{C.ERRNO_NAMES.get(-e, e)}")
+        mm.probe.trace("mmap", f"{what} failed -{C.errname(e)}")
     return e
 
 

@@ -19,6 +19,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from . import driver as D
+from .constants import errname
 from .driver import MmapAction, MmapActionType, PrivateRef, VmAreaDesc
 from .vma import do_vmi_munmap
 
@@ -95,7 +96,7 @@ class KernelProfile:
                       start=start, end=end)
             return
         do_vmi_munmap(mm, start, end)
-        mm.probe.trace("mmap", f"unmapped after error -{C_ERR(err)}", start=start, end=end)
+        mm.probe.trace("mmap", f"unmapped after error -{errname(err)}", start=start, end=end)
 
     def _rmap_unlock(self, mm: MmStruct, vma: VMA, action: MmapAction) -> None:
         if action.hide_from_rmap_until_complete and vma.vm_file is not None:
@@ -118,11 +119,6 @@ class KernelProfile:
             return int(e)
         vma.vm_private_data = ref.value
         return 0
-
-
-def C_ERR(err: int) -> str:
-    from .constants import ERRNO_NAMES
-    return ERRNO_NAMES.get(-err, str(-err))
 
 
 class Profile619(KernelProfile):
@@ -153,7 +149,7 @@ class Profile619(KernelProfile):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = self._run(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
         if err:
             # mmap_action_finish(): unmap first — the rmap lock is still held by the caller here.
             if action.hide_from_rmap_until_complete and vma.vm_file is not None \
@@ -172,7 +168,7 @@ class Profile619(KernelProfile):
             hook_s = action.success_hook
             err = int(mm.probe.inject("success_hook") or mm.callback("success_hook", lambda: hook_s(vma), vma=vma))
             if err:
-                mm.probe.trace("mmap", f"success_hook failed -{C_ERR(err)}: VMA stays mapped")
+                mm.probe.trace("mmap", f"success_hook failed -{errname(err)}: VMA stays mapped")
         self._rmap_unlock(mm, vma, action)
         return err
 
@@ -253,7 +249,7 @@ class Profile71(KernelProfile):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
         if not err:
             err = self._call_mapped(mm, vma)
         if not err:
@@ -324,7 +320,7 @@ class ProfileFinish(Profile71):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{C_ERR(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
         if not err:
             err = self._call_mapped(mm, vma)
         self._rmap_unlock(mm, vma, action)
