@@ -6,7 +6,10 @@ import glob
 import json
 import os
 import platform
+import re
 import sys
+from collections import Counter
+from typing import Any, NoReturn
 
 import pytest
 
@@ -44,4 +47,105 @@ def load_json(path: str) -> dict:
 
 
 def live_release() -> str | None:
+    """This machine's kernel build string (``6.18.44-fc-v669``), or None off Linux."""
     return platform.release() if ON_LINUX else None
+
+
+_NUMERIC_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def numeric_release(release: str | None) -> str | None:
+    """The release that decides kernel behaviour: the numeric version at the start of a build string,
+    without the local build suffix (``6.18.44-fc-v669`` -> ``6.18.44``; ``6.18-rc3`` -> ``6.18.0``).  None
+    when it does not start with a version."""
+    m = _NUMERIC_RELEASE.match(release or "")
+    if not m:
+        return None
+    return f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}"
+
+
+def release_matches(recorded: str | None, live: str | None) -> bool:
+    """Whether a recording made on kernel ``recorded`` can be compared with the live kernel ``live``: the
+    same numeric release (build suffixes such as ``-fc-v595`` / ``-fc-v669`` do not change behaviour)."""
+    a, b = numeric_release(recorded), numeric_release(live)
+    return a is not None and a == b
+
+
+#: the modelled capabilities a recording made before env.caps existed was made with (root on this machine)
+ASSUMED_RECORDING_CAPS = frozenset({"CAP_IPC_LOCK", "CAP_SYS_RAWIO", "CAP_SYS_ADMIN"})
+
+
+def caps_difference(recorded_env: dict, live_env: dict) -> str | None:
+    """Why a live run cannot be compared with a recording because of privileges, or None when it can: the
+    live runner must hold the modelled capabilities the recording's runner held (``env.caps``; recordings
+    older than format 1.1 were made as root)."""
+    live = set(live_env.get("caps") or [])
+    if "caps" in recorded_env:
+        rec = set(recorded_env["caps"] or [])
+        if rec != live:
+            return (f"the live runner has capabilities {sorted(live) or 'none'}, the recording's had "
+                    f"{sorted(rec) or 'none'}")
+        return None
+    missing = ASSUMED_RECORDING_CAPS - live
+    if missing:
+        return f"the live runner lacks {', '.join(sorted(missing))}, which the recording's runner (root) had"
+    return None
+
+
+# --- reporting skipped live-kernel checks ------------------------------------------------------------
+#: (nodeid, reason, could_run) of every live-kernel check skipped in this session
+LIVE_SKIPS: list[tuple[str, str, bool]] = []
+
+
+def skip_live(request: pytest.FixtureRequest, recorded: str | None, reason: str) -> NoReturn:
+    """Skip a live-kernel check (a test marked ``live``), recording why for the summary.  A check "could
+    run" when this is Linux and the recording's numeric release is the live one: in CI (``CI`` set) such
+    a skip fails the run."""
+    could_run = ON_LINUX and release_matches(recorded, live_release())
+    request.node.user_properties.append(("live_skip_could_run", could_run))
+    pytest.skip(reason)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "live: a check of a recording against the live kernel")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "live" in report.keywords:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        LIVE_SKIPS.append((report.nodeid, reason, bool(dict(report.user_properties).get("live_skip_could_run"))))
+
+
+def live_skip_summary(skips: list[tuple[str, str, bool]], live: str | None, ci: bool) -> tuple[list[str], bool]:
+    """The summary lines for the skipped live-kernel checks, and whether they fail the run (in CI, when
+    some could have run)."""
+    if not skips:
+        return [], False
+    by_reason = Counter(reason for _, reason, _ in skips)
+    lines = [f"{len(skips)} live-kernel check{'s' * (len(skips) != 1)} skipped (live kernel {live or 'none'}):"]
+    lines += [f"  {n} x {reason}" for reason, n in by_reason.most_common()]
+    could = sum(1 for *_, c in skips if c)
+    fail = ci and could > 0
+    if could:
+        lines.append(f"  {could} of them could have run (Linux, same numeric release)"
+                     + (": failing the run (CI is set)" if ci else ""))
+    return lines, fail
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines, fail = live_skip_summary(LIVE_SKIPS, live_release(), in_ci())
+    if lines:
+        terminalreporter.section("live-kernel checks skipped", red=fail, yellow=not fail)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _, fail = live_skip_summary(LIVE_SKIPS, live_release(), in_ci())
+    if fail and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -5,6 +5,11 @@ Models mm/mmap.c: SYSCALL_DEFINE1(brk) and mm/vma.c: do_brk_flags() of Linux 6.1
 anonymous VMAs between them, named ``[heap]`` by procfs.  Failure is not an errno: the old break is
 returned.  ``mm.start_data`` / ``mm.end_data`` are the ELF data segment bounds check_data_rlimit() adds
 to the heap (0 for a model built from maps, which does not know them).
+
+The program break is set by exec (load_elf_binary(): the page-aligned end of the bss).  A bare
+:class:`~vmalab.mm.MM` ran no exec and has none (``start_brk`` 0): its brk always fails, returning the
+current break, instead of making page 0 a heap.  Importing a process layout (``[heap]`` sets both fields)
+or setting ``mm.start_brk = mm.brk = ADDR`` gives it one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
     """Models mm/mmap.c: SYSCALL_DEFINE1(brk): returns the new break, or the old one on failure."""
     brk &= ULONG_MASK
     origbrk = mm.brk
+    if not mm.start_brk:
+        return origbrk  # no exec set a program break (a bare MM): refuse, never a heap at page 0
     if brk < mm.start_brk:
         return origbrk
     if check_data_rlimit(mm, brk):

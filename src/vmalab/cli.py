@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -10,7 +11,31 @@ import click
 
 from . import __version__
 from .execute import ModelUnsupported, run_on_model
-from .scenario import ScenarioError, compare_results, load_scenario, parse_scenario, vma_line
+from .scenario import (
+    ScenarioError,
+    check_result,
+    compare_results,
+    load_json_file,
+    load_scenario,
+    parse_scenario,
+    vma_line,
+)
+
+# What must not reach a terminal raw: C0 and C1 control characters and DEL (escape sequences), lone
+# surrogates (not encodable), line and paragraph separators and bidirectional overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that a terminal would act on, or that cannot be encoded, written as
+    its Python escape (``\\x1b``, ``\\ud800``); scenario names, notes and values are printed through this."""
+    return _UNPRINTABLE.sub(lambda m: (f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                       else f"\\u{ord(m.group()):04x}"), text)
+
+
+def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
+    """click.echo of ``text`` whose lines are :func:`printable`."""
+    click.echo("\n".join(printable(part) for part in text.split("\n")), err=err, nl=nl)
 
 
 class CliError(click.ClickException):
@@ -19,7 +44,15 @@ class CliError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"vmalab: error: {self.message}", err=True)
+        echo(f"vmalab: error: {' '.join(self.message.split())}", err=True)
+
+
+def refuse_together(**options: Any) -> None:
+    """A one-line usage error when more than one of the given options is set (they would be ignored)."""
+    given = [name for name, value in options.items() if value]
+    if len(given) > 1:
+        names = [f"--{name.replace('_', '-')}" for name in given]
+        raise CliError(f"{names[0]} cannot be combined with {names[1]}")
 
 
 def _fmt_args(args: dict[str, Any]) -> str:
@@ -27,17 +60,22 @@ def _fmt_args(args: dict[str, Any]) -> str:
 
 
 def print_result(result: dict[str, Any], out: Any = None) -> None:
-    """Print a result object for a person: one line per op, snapshots as VMA lines."""
+    """Print a result object for a person: one line per op, snapshots as VMA lines (every line
+    :func:`printable`)."""
     w = out or sys.stdout
+
+    def line(text: str, file: Any) -> None:
+        print(printable(text), file=file)
+
     env = result.get("env", {})
-    print(f"# {result.get('name')}  ({env.get('kernel', '?')}, window={env.get('window')})", file=w)
+    line(f"# {result.get('name')}  ({env.get('kernel', '?')}, window={env.get('window')})", file=w)
     for i, r in enumerate(result["results"]):
         if r.get("errno"):
             ret = f"-1 {r['errno']}"
         elif r.get("signal"):
             ret = f"-1 {r['signal']}"
         elif "vmas" in r and "ret" not in r:
-            ret = f"{len(r['vmas'])} VMAs"
+            ret = f"{len(r['vmas'])} VMA{'s' * (len(r['vmas']) != 1)}"
         else:
             ret = str(r.get("ret"))
         extra = ""
@@ -48,39 +86,64 @@ def print_result(result: dict[str, Any], out: Any = None) -> None:
         if r.get("failed_at") is not None:
             extra += f" failed_at={r['failed_at']}"
         note = f"   # {r['note']}" if r.get("note") else ""
-        print(f"{i:3d} {r['op']:<10} {_fmt_args(r.get('args', {}))} -> {ret}{extra}{note}", file=w)
+        line(f"{i:3d} {r['op']:<10} {_fmt_args(r.get('args', {}))} -> {ret}{extra}{note}", file=w)
         for v in r.get("vmas", []) or []:
-            print(f"      {vma_line(v)}", file=w)
+            line(f"      {vma_line(v)}", file=w)
         if r.get("child"):
             for v in r["child"].get("vmas", []):
-                print(f"      child: {vma_line(v)}", file=w)
+                line(f"      child: {vma_line(v)}", file=w)
             for rd in r["child"].get("reads", []):
-                print(f"      child read {rd}", file=w)
+                line(f"      child read {rd}", file=w)
 
 
 def _load(path: str) -> Any:
     try:
         return load_scenario(path)
-    except ScenarioError as e:
+    except ScenarioError as e:  # the message starts with the path
         raise CliError(str(e)) from None
 
 
-def _kernel_run(scn: Any) -> dict[str, Any]:
+def _kernel_run(scn: Any, unprivileged: bool = False, allow_hwpoison: bool = False, path: str = "") -> dict[str, Any]:
+    where = f"{path}: " if path else ""
     try:
         from .oracle.kernel import KernelRunnerError, run_on_kernel
     except ImportError as e:  # pragma: no cover
         raise CliError(f"live-kernel runner unavailable: {e}") from None
     try:
-        return run_on_kernel(scn)
+        return run_on_kernel(scn, unprivileged=unprivileged, allow_hwpoison=allow_hwpoison)
     except KernelRunnerError as e:
-        raise CliError(f"live kernel: {e}") from None
+        raise CliError(f"{where}live kernel: {e}") from None
 
 
-def _model_run(scn: Any, initial_maps: str | None = None, trace: bool = False) -> dict[str, Any]:
+def _model_run(scn: Any, initial_maps: str | None = None, trace: bool = False,
+               caps: Any = None, path: str = "", limits: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
-        return run_on_model(scn, initial_maps=initial_maps, validate=True, trace=trace)
+        return run_on_model(scn, initial_maps=initial_maps, validate=True, trace=trace, caps=caps, **(limits or {}))
     except ModelUnsupported as e:
-        raise CliError(str(e)) from None
+        raise CliError(f"{path}: {e}" if path else str(e)) from None
+
+
+def _limit_options(f: Any) -> Any:
+    """--max-resident and --max-iterations: the limits of a model run (vmalab.execute.ModelRunner)."""
+    from .execute import DEFAULT_MAX_ITERATIONS, DEFAULT_MAX_RESIDENT
+    f = click.option("--max-iterations", type=click.IntRange(min=0), default=None,
+                     help="The most repeat iterations the model runs in one scenario, all repeats together "
+                     f"[default: {DEFAULT_MAX_ITERATIONS}].")(f)
+    return click.option("--max-resident", type=click.IntRange(min=0), default=None,
+                        help="The most pages the model maps at once (PTEs), or caches of one file "
+                        f"[default: {DEFAULT_MAX_RESIDENT}].")(f)
+
+
+def _unprivileged_option(f: Any) -> Any:
+    return click.option("--unprivileged", is_flag=True,
+                        help="Run without capabilities: the live runner drops them all before the first op, the "
+                        "model starts without CAP_IPC_LOCK, CAP_SYS_RAWIO, CAP_SYS_RESOURCE and CAP_SYS_ADMIN.")(f)
+
+
+def _hwpoison_option(f: Any) -> Any:
+    return click.option("--allow-hwpoison", is_flag=True,
+                        help="Let MADV_HWPOISON and MADV_SOFT_OFFLINE reach the live kernel (as root they poison "
+                        "or offline real pages until reboot); refused otherwise.")(f)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,22 +166,35 @@ def _profile_option(f: Any) -> Any:
 @click.option("--all-profiles", is_flag=True, help="Run on the model under every kernel profile and show how "
               "the outcome changes.")
 @_profile_option
-def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None) -> None:
+@_unprivileged_option
+@_hwpoison_option
+@_limit_options
+def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None,
+        unprivileged: bool, allow_hwpoison: bool, max_resident: int | None, max_iterations: int | None) -> None:
     """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
+    limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations}
+    refuse_together(json=as_json, trace=trace)
+    refuse_together(kernel=kernel, all_profiles=all_profiles)
+    refuse_together(kernel=kernel, kernel_profile=profile)
+    refuse_together(all_profiles=all_profiles, kernel_profile=profile)
+    refuse_together(kernel=kernel, trace=trace)
+    refuse_together(kernel=kernel, max_resident=max_resident is not None)
+    refuse_together(kernel=kernel, max_iterations=max_iterations is not None)
     scn = _load(scenario)
     if all_profiles:
-        _run_all_profiles(scn, as_json, trace)
+        _run_all_profiles(scn, as_json, trace, scenario, limits)
         return
     if kernel:
-        result = _kernel_run(scn)
+        result = _kernel_run(scn, unprivileged, allow_hwpoison, path=scenario)
     else:
         from .execute import ModelRunner, check_supported
         try:
             check_supported(scn)
-            runner = ModelRunner(scn, validate=True, trace=trace, kernel=profile)
+            runner = ModelRunner(scn, validate=True, trace=trace, kernel=profile, caps=() if unprivileged else None,
+                                 max_resident=max_resident, max_iterations=max_iterations)
             result = runner.run()
         except ModelUnsupported as e:
-            raise CliError(str(e)) from None
+            raise CliError(f"{scenario}: {e}") from None
     if as_json:
         result.get("env", {}).pop("initial_maps", None) if not kernel else None
         click.echo(json.dumps(result, indent=1))
@@ -127,31 +203,34 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
     if not kernel:
         from .procfs import maps
         click.echo("# final /proc/self/maps (model)")
-        click.echo(maps(runner.mm), nl=False)
+        echo(maps(runner.mm), nl=False)
         if trace:
             click.echo("# trace")
             for ev in runner.mm.trace:
-                click.echo(f"  {ev}")
+                echo(f"  {ev}")
 
 
-def _run_all_profiles(scn: Any, as_json: bool, trace: bool) -> None:
+def _run_all_profiles(scn: Any, as_json: bool, trace: bool, path: str = "",
+                      limits: dict[str, Any] | None = None) -> None:
     """Run a scenario under every profile; print each op's outcome per profile, and the trace if asked."""
     from .driver import ProfileFeatureError
-    from .execute import ModelRunner, check_supported
+    from .execute import ModelLimitExceeded, ModelRunner, check_supported
     from .profiles import PROFILES
     try:
         check_supported(scn)
     except ModelUnsupported as e:
-        raise CliError(str(e)) from None
+        raise CliError(f"{path}: {e}") from None
     outcomes: dict[str, Any] = {}
     traces: dict[str, list[str]] = {}
     for name in PROFILES:
         try:
-            runner = ModelRunner(scn, validate=True, trace=trace, kernel=name)
+            runner = ModelRunner(scn, validate=True, trace=trace, kernel=name, **(limits or {}))
             outcomes[name] = runner.run()
             traces[name] = [str(ev) for ev in runner.mm.trace]
         except ProfileFeatureError as e:
             outcomes[name] = {"unavailable": str(e)}
+        except ModelLimitExceeded as e:  # a limit of the run, not a feature of the profile
+            raise CliError(f"{path}: kernel profile {name}: {e}") from None
         except ModelUnsupported as e:
             outcomes[name] = {"unavailable": str(e)}
     if as_json:
@@ -164,13 +243,13 @@ def _run_all_profiles(scn: Any, as_json: bool, trace: bool) -> None:
     for name, res in outcomes.items():
         click.echo(f"== kernel profile {name}")
         if "unavailable" in res:
-            click.echo(f"   not available: {res['unavailable']}")
+            echo(f"   not available: {res['unavailable']}")
             continue
         for i, line in enumerate(summarize_result(res)):
-            click.echo(f" {'*' if i in differing else ' '} {line}")
+            echo(f" {'*' if i in differing else ' '} {line}")
         if trace:
             for ev in traces[name]:
-                click.echo(f"     trace: {ev}")
+                echo(f"     trace: {ev}")
     unavailable = [n for n, r in outcomes.items() if "unavailable" in r]
     click.echo(f"== ops whose outcome differs across profiles (*): {', '.join(map(str, differing)) or 'none'}"
                + (f"; not available under: {', '.join(unavailable)}" if unavailable else ""))
@@ -192,29 +271,42 @@ def profiles() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 @click.option("--expected", type=click.Path(dir_okay=False),
               help="Compare with a recorded kernel result instead of running the live kernel.")
-def diff(scenario: str, as_json: bool, expected: str | None) -> None:
-    """Run SCENARIO.json on the live kernel and on the model; exit 1 on any divergence."""
+@_unprivileged_option
+@_hwpoison_option
+@_limit_options
+def diff(scenario: str, as_json: bool, expected: str | None, unprivileged: bool, allow_hwpoison: bool,
+         max_resident: int | None, max_iterations: int | None) -> None:
+    """Run SCENARIO.json on the live kernel and on the model; exit 1 on any divergence.
+
+    The model starts with the capabilities the live runner had (env.caps of its result: as an unprivileged
+    user, none), so that both sides run with the same privileges."""
+    refuse_together(expected=expected, allow_hwpoison=allow_hwpoison)
     scn = _load(scenario)
     if expected:
         try:
-            with open(expected, encoding="utf-8") as f:
-                kres = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise CliError(f"{expected}: {e}") from None
+            kres = check_result(load_json_file(expected))
+        except ScenarioError as e:
+            msg = str(e)
+            raise CliError(msg if msg.startswith(f"{expected}: ") else f"{expected}: {msg}") from None
     else:
-        kres = _kernel_run(scn)
-    mres = _model_run(scn, initial_maps=kres.get("env", {}).get("initial_maps"))
+        kres = _kernel_run(scn, unprivileged, allow_hwpoison, path=scenario)
+    caps = kres.get("env", {}).get("caps")
+    if caps is None and unprivileged:
+        caps = ()
+    mres = _model_run(scn, initial_maps=kres.get("env", {}).get("initial_maps"), caps=caps, path=scenario,
+                      limits={"max_resident": max_resident, "max_iterations": max_iterations})
     diffs = compare_results(kres, mres)
     if as_json:
         click.echo(json.dumps({"name": scn.name, "agree": not diffs, "differences": diffs}, indent=1))
     else:
         if diffs:
-            click.echo(f"{scn.name}: DIVERGES ({len(diffs)} differences)")
+            echo(f"{scn.name}: DIVERGES ({len(diffs)} difference{'s' * (len(diffs) != 1)})")
             for d in diffs[:10]:
-                click.echo(f"  {d}")
+                echo(f"  {d}")
             side_by_side(kres, mres)
         else:
-            click.echo(f"{scn.name}: agrees ({len(kres['results'])} ops)")
+            n = len(kres["results"])
+            echo(f"{scn.name}: agrees ({n} op{'s' * (n != 1)})")
     if diffs:
         sys.exit(1)
 
@@ -244,28 +336,63 @@ def side_by_side(kres: dict[str, Any], mres: dict[str, Any], width: int = 60) ->
             out.append(f"  rss={v.get('rss_kb')}K [{v.get('vmflags')}]")
         return out
 
-    click.echo(f"\nfirst divergence: op {i} ({k.get('op')} {_fmt_args(k.get('args', {}))})")
+    echo(f"\nfirst divergence: op {i} ({k.get('op')} {_fmt_args(k.get('args', {}))})")
     left, right = lines(k), lines(m)
     click.echo(f"  {'kernel (expected)':<{width}} | model (got)")
     for j in range(max(len(left), len(right))):
         a = left[j] if j < len(left) else ""
         b = right[j] if j < len(right) else ""
         mark = " " if a == b else "*"
-        click.echo(f"{mark} {a:<{width}} | {b}")
+        echo(f"{mark} {a:<{width}} | {b}")
 
 
 @main.command()
 @click.argument("scenarios", type=click.Path(dir_okay=False), nargs=-1, required=True)
-def record(scenarios: tuple[str, ...]) -> None:
-    """Run each SCENARIO.json on the live kernel and write NAME.kernel.json beside it."""
+@_hwpoison_option
+def record(scenarios: tuple[str, ...], allow_hwpoison: bool) -> None:
+    """Run each SCENARIO.json on the live kernel and write NAME.kernel.json beside it.
+
+    Recordings (NAME.kernel.json, as a glob like tests/scenarios/*.json names them) and model-only
+    scenarios are skipped with a note; an error names its file and the next file is still recorded; the
+    exit status is 2 if any file failed."""
+    failed = 0
     for path in scenarios:
-        scn = _load(path)
-        res = _kernel_run(scn)
-        out = recording_path(path)
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-            f.write("\n")
-        click.echo(f"recorded {out} ({res.get('env', {}).get('kernel')})")
+        if path.endswith(".kernel.json"):
+            echo(f"skipped {path}: a recording")
+            continue
+        try:
+            scn = _load(path)
+            reason = model_only_reason(scn)
+            if reason:
+                echo(f"skipped {path}: model-only ({reason})")
+                continue
+            res = _kernel_run(scn, allow_hwpoison=allow_hwpoison, path=path)
+            out = recording_path(path)
+            try:
+                with open(out, "w", encoding="utf-8") as f:
+                    json.dump(res, f, indent=1)
+                    f.write("\n")
+            except OSError as e:
+                raise CliError(f"{out}: {e.strerror or e}") from None
+        except CliError as e:
+            e.show()
+            failed += 1
+            continue
+        echo(f"recorded {out} ({res.get('env', {}).get('kernel')})")
+    if failed:
+        raise CliError(f"{failed} of {len(scenarios)} files failed")
+
+
+def model_only_reason(scn: Any) -> str | None:
+    """Why the live kernel cannot run ``scn`` (another kernel profile, injected faults, a built-in model
+    driver), or None."""
+    profile = scn.raw.get("kernel_profile")
+    if profile not in (None, "6.18"):
+        return f"kernel profile {profile}"
+    if scn.raw.get("inject"):
+        return "injects faults"
+    drivers = sorted({op.p["fd"].name for op in scn.iter_ops() if getattr(op.p.get("fd"), "kind", None) == "dev"})
+    return f"driver dev:{', dev:'.join(drivers)}" if drivers else None
 
 
 def recording_path(scenario_path: str) -> str:
@@ -277,7 +404,8 @@ def recording_path(scenario_path: str) -> str:
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), required=False)
 @click.option("--smaps", is_flag=True, help="Print smaps instead of maps.")
-def maps(scenario: str | None, smaps: bool) -> None:
+@_limit_options
+def maps(scenario: str | None, smaps: bool, max_resident: int | None, max_iterations: int | None) -> None:
     """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process)."""
     from .execute import ModelRunner, check_supported
     from .procfs import maps as maps_text
@@ -285,11 +413,11 @@ def maps(scenario: str | None, smaps: bool) -> None:
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
     try:
         check_supported(scn)
-        runner = ModelRunner(scn, validate=True)
+        runner = ModelRunner(scn, validate=True, max_resident=max_resident, max_iterations=max_iterations)
         runner.run()
     except ModelUnsupported as e:
-        raise CliError(str(e)) from None
-    click.echo((smaps_text if smaps else maps_text)(runner.mm), nl=False)
+        raise CliError(f"{scenario}: {e}" if scenario else str(e)) from None
+    echo((smaps_text if smaps else maps_text)(runner.mm), nl=False)
 
 
 @main.command()
@@ -382,17 +510,19 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
     kernel's own behaviour is reported separately and does not count."""
     from .explore import ExploreError, all_profile_names, format_report, load_driver, run_scenario, write_scenarios
     from .explore import explore as run_explore
+    refuse_together(all_profiles=all_profiles, kernel_profile=profile)
+    refuse_together(replay=replay, all_profiles=all_profiles)
     try:
         spec = load_driver(driver)
     except ExploreError as e:
         raise CliError(str(e)) from None
     if replay:
         try:
-            with open(replay, encoding="utf-8") as f:
-                raw = json.load(f)
+            raw = load_json_file(replay)
             parse_scenario(raw)
-        except (OSError, json.JSONDecodeError, ScenarioError) as e:
-            raise CliError(f"{replay}: {e}") from None
+        except ScenarioError as e:
+            msg = str(e)
+            raise CliError(msg if msg.startswith(f"{replay}: ") else f"{replay}: {msg}") from None
         if profile:
             raw["kernel_profile"] = profile
         res = run_scenario(raw, spec)

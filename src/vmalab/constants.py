@@ -57,11 +57,15 @@ MAP_HUGETLB = 0x40000
 MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
 MAP_UNINITIALIZED = 0x4000000
+MAP_HUGE_SHIFT = 26  # include/uapi/asm-generic/hugetlb_encode.h: log2 of the huge page size in bits 26-31
+MAP_HUGE_MASK = 0x3F
+MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT
+MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT
 
 LEGACY_MAP_MASK = (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE | MAP_EXECUTABLE
                    | MAP_UNINITIALIZED | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE
                    | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_32BIT | MAP_ABOVE4G
-                   | (21 << 26) | (30 << 26))  # MAP_HUGE_2MB | MAP_HUGE_1GB
+                   | MAP_HUGE_2MB | MAP_HUGE_1GB)
 
 MAP_NAMES = {
     "MAP_SHARED": MAP_SHARED, "MAP_PRIVATE": MAP_PRIVATE, "MAP_SHARED_VALIDATE": MAP_SHARED_VALIDATE,
@@ -71,6 +75,7 @@ MAP_NAMES = {
     "MAP_LOCKED": MAP_LOCKED, "MAP_NORESERVE": MAP_NORESERVE, "MAP_POPULATE": MAP_POPULATE,
     "MAP_NONBLOCK": MAP_NONBLOCK, "MAP_STACK": MAP_STACK, "MAP_HUGETLB": MAP_HUGETLB, "MAP_SYNC": MAP_SYNC,
     "MAP_FIXED_NOREPLACE": MAP_FIXED_NOREPLACE, "MAP_UNINITIALIZED": MAP_UNINITIALIZED,
+    "MAP_HUGE_2MB": MAP_HUGE_2MB, "MAP_HUGE_1GB": MAP_HUGE_1GB,
 }
 
 # --- madvise / mlock / msync / mremap / rlimit (used by the scenario format) ------------------------
@@ -87,6 +92,17 @@ MSYNC_NAMES = {"MS_ASYNC": 1, "MS_INVALIDATE": 2, "MS_SYNC": 4}
 MREMAP_NAMES = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
 RLIMIT_NAMES = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
                 "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9}
+#: include/uapi/linux/capability.h: every capability's number (CAP_LAST_CAP is CAP_CHECKPOINT_RESTORE, 40)
+CAP_NAMES = {name: i for i, name in enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"))}
+#: the capabilities the model checks (MmStruct.cap_ipc_lock, cap_sys_rawio, cap_sys_resource, cap_sys_admin)
+MODELLED_CAPS = ("CAP_IPC_LOCK", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_ADMIN")
 
 UIO_MAXIOV = 1024  # include/uapi/linux/uio.h: the most iovecs process_madvise() takes
 ANON_VMA_NAME_MAX = 80  # include/linux/mm_types.h: an anon VMA name's buffer, NUL included
@@ -240,5 +256,6 @@ def parse_flag_word(word: str | int | None, table: dict[str, int], what: str) ->
 
 
 def errname(err: int) -> str:
-    """The name of a -errno value (``-12`` -> ``ENOMEM``), for traces."""
-    return ERRNO_NAMES.get(-err, str(-err))
+    """The name of a -errno value (``-12`` -> ``ENOMEM``), for traces and results; a value without a name
+    is ``E<number>`` (``-4095`` -> ``E4095``), as the live runner writes it."""
+    return ERRNO_NAMES.get(-err, f"E{-err}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE
+from .files import ProfileFeatureError
 from .pagetable import PFN, Page
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
 VM_REMAP_FLAGS = C.VM_IO | C.VM_PFNMAP | C.VM_DONTEXPAND | C.VM_DONTDUMP
 MAX_ERRNO = 4095
-
-
-class ProfileFeatureError(AttributeError):
-    """A driver used a part of the contract its kernel profile does not have (e.g. an action on 6.18)."""
 
 
 class MmapActionType(Enum):

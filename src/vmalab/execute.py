@@ -8,18 +8,21 @@ or — when comparing with a kernel recording — exactly the initial maps the r
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import constants as C
 from .faults import Fault
+from .files import ProfileFeatureError
 from .mm import MM
-from .procfs import import_maps, maps_line, maps_offset, perms, vma_name
+from .pagetable import Page, PageTable
+from .procfs import MapsFormatError, import_maps, maps_line, maps_offset, perms, task_mem, vma_name
 from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr, parse_inject
 from .syscalls import ADDR, FD, OPS, RET_ADDR, RET_BRK, RET_VEC, Syscall, for_op
 
 #: the ops that are not rows of the syscall table (vmalab.syscalls.OPS holds the others)
-MODEL_OPS = {"touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate", "fork"}
+MODEL_OPS = {"touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate", "fork", "status", "capdrop"}
 
 
 def op_supported(name: str) -> bool:
@@ -37,6 +40,38 @@ def first_addr_key(op: Op) -> str:
 
 class ModelUnsupported(Exception):
     """The scenario uses an op or a feature the model does not implement yet."""
+
+
+class ModelLimitExceeded(ModelUnsupported):
+    """A model run went past a limit of the run (the scenario's ``timeout``, ...): a one-line message."""
+
+
+#: Default limits of a model run, far above what a corpus scenario needs (under 1,000 PTEs, 70,000 repeat
+#: iterations) and far below what would exhaust the host: the most PTEs the model holds at once (1 GiB of
+#: 4 KiB pages, the size of the window), and the most repeat iterations of one run (all repeats together).
+DEFAULT_MAX_RESIDENT = 1 << 18
+DEFAULT_MAX_ITERATIONS = 1_000_000
+
+
+class ResidentLimitExceeded(ModelLimitExceeded):
+    """The model was about to hold more PTEs (or page-cache pages of one file) than ``max_resident``."""
+
+
+class _BoundedPageTable(PageTable):
+    """A runner's page table: a PTE beyond ``limit`` raises :class:`ResidentLimitExceeded`.  Every path
+    that maps a page (faults, population, guard markers, driver remaps) goes through :meth:`set`."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def set(self, vpn: int, page: Page) -> None:
+        if len(self) >= self.limit and self.get(vpn) is None:
+            raise ResidentLimitExceeded(f"the model would map more than {self.limit} pages "
+                                        "(--max-resident)")
+        super().set(vpn, page)
 
 
 def default_layout(rlimit_stack: int) -> str:
@@ -63,20 +98,40 @@ class ModelRunner:
     """Executes one scenario on a fresh :class:`MM`; ``validate`` runs ``mm.validate()`` after every op."""
 
     def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool = False,
-                 trace: bool = False, kernel: str | None = None) -> None:
+                 trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
+                 timeout: float | None = None, max_resident: int | None = None,
+                 max_iterations: int | None = None) -> None:
+        """``caps``: the capabilities the process starts with (default: root with all of them; a live
+        result's ``env.caps`` when comparing with it).  ``timeout``: seconds of wall-clock time the run may
+        take (default: the scenario's ``timeout``, else no limit).  ``max_resident``: the most PTEs the
+        model holds at once, and the most page-cache pages of one file (default
+        :data:`DEFAULT_MAX_RESIDENT`); ``max_iterations``: the most repeat iterations of the run (default
+        :data:`DEFAULT_MAX_ITERATIONS`).  Going past a limit raises :class:`ModelLimitExceeded`."""
         self.scn = scn
+        self.max_resident = DEFAULT_MAX_RESIDENT if max_resident is None else max_resident
+        self.max_iterations = DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations
+        self.iterations = 0
+        self.timeout = timeout if timeout is not None else scn.timeout
+        self.deadline: float | None = None
+        self.fail_addr: int | None = None  # the fail_addr of the most recent repeat ("fail+X")
         rl = scn.rlimit_stack if scn.rlimit_stack is not None else 8 << 20
         profile = kernel or scn.raw.get("kernel_profile") or "6.18"
         if not isinstance(profile, str):
             raise ModelUnsupported("kernel_profile must be a string")
         try:
-            self.mm = MM(rlimit_stack=rl, kernel=profile)
+            self.mm = MM(rlimit_stack=rl, kernel=profile, caps=caps)
         except ValueError as e:
             raise ModelUnsupported(str(e)) from None
+        self.mm.pt = _BoundedPageTable(self.max_resident)
         self.mm.tracing = trace
         for point, hit, err in parse_inject(scn.raw.get("inject", [])):
             self.mm.fail_plan[point] = (hit, err)  # model-only: fail the hit-th hit of a fault point
-        import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
+        try:
+            if initial_maps is not None and not isinstance(initial_maps, str):
+                raise MapsFormatError(f"expected a maps text, got {type(initial_maps).__name__}")
+            import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
+        except MapsFormatError as e:  # a recording's env.initial_maps that is not a maps text
+            raise ModelUnsupported(f"initial maps: {e}") from None
         self.validate = validate
         self.fds: dict[tuple[str, str], dict[str, int]] = {}
         self.initial_brk = self.mm.brk
@@ -91,6 +146,10 @@ class ModelRunner:
             return (BASE + a.offset) & C.ULONG_MASK
         if a.kind == "brk":
             return (self.initial_brk + a.offset) & C.ULONG_MASK
+        if a.kind == "fail":
+            if self.fail_addr is None:
+                raise ModelUnsupported("fail+X: the most recent repeat did not stop at an op with an address")
+            return (self.fail_addr + a.offset) & C.ULONG_MASK
         for v in self.mm.tree:
             if vma_name(self.mm, v) == a.name:
                 return ((v.vm_start if a.kind == "map" else v.vm_end) + a.offset) & C.ULONG_MASK
@@ -180,12 +239,21 @@ class ModelRunner:
             return res
         if name == "vma_count":
             return {"ret": mm.map_count, "errno": None}
+        if name == "status":
+            return {"ret": 0, "errno": None, "status": task_mem(mm)}
+        if name == "capdrop":
+            mm.drop_cap(p["cap"])  # capset() of the reduced sets: always allowed
+            return self._ret(0)
         if name == "setrlimit":
+            # kernel/sys.c: do_prlimit(): soft above hard is EINVAL; raising the hard limit needs
+            # CAP_SYS_RESOURCE
             res_id = p["resource"]
             cur, mx = mm.rlimits.get(res_id, (C.RLIM_INFINITY, C.RLIM_INFINITY))
             new_max = p.get("max", mx)
             if p["value"] > new_max:
                 return self._ret(-errno.EINVAL)
+            if new_max > mx and not mm.cap_sys_resource:
+                return self._ret(-errno.EPERM)
             mm.rlimits[res_id] = (p["value"], new_max)
             return self._ret(0)
         if name == "ftruncate":
@@ -202,6 +270,8 @@ class ModelRunner:
             key = first_addr_key(body)
             first = self.addr(body.p[key]) if key in body.p else None
             for i in range(p["count"]):
+                self.check_deadline()
+                self.count_iteration()
                 one = self.do(body, i * p["step"], first)
                 if one["ret"] == -1:
                     failed = one
@@ -211,6 +281,11 @@ class ModelRunner:
                                    "failed_at": done if failed is not None else None}
             if failed is not None and failed.get("signal"):
                 out["signal"] = failed["signal"]
+            # format 1.1: the stopped iteration's first address, for "fail+X"
+            self.fail_addr = (first + done * p["step"]) & C.ULONG_MASK if failed is not None and first is not None \
+                else None
+            if self.fail_addr is not None:
+                out["fail_addr"] = format_addr(self.fail_addr, self.scn.window)
             return out
         if name == "snapshot":
             if "range" in p:
@@ -239,6 +314,8 @@ class ModelRunner:
                 args.append(self.fd(p.get(prm.key, FdSpec(prm.default))))
             else:
                 args.append(p[prm.key] if prm.default is None else p.get(prm.key, prm.default))
+        if sc.ret == RET_VEC:
+            self.check_mincore(args[0], args[1])
         r = sc.fn(self.mm, *args)
         if sc.ret == RET_VEC:
             rc, vec = r
@@ -279,11 +356,57 @@ class ModelRunner:
             child.exit_files()
         return {"ret": 0, "errno": None, "child": {"vmas": vmas, "reads": reads}}
 
+    def check_mincore(self, addr: int, length: int) -> None:
+        """Raise :class:`ResidentLimitExceeded` before a mincore whose vector would have more than
+        ``max_resident`` entries: the model builds the vector for the mapped part of the range (up to the
+        first hole, where the kernel stops with ENOMEM)."""
+        start, length = addr & C.ULONG_MASK, length & C.ULONG_MASK
+        end = start + C.page_align(length)
+        if start & (C.PAGE_SIZE - 1) or start + length > C.TASK_SIZE or end - start <= self.max_resident * C.PAGE_SIZE:
+            return  # an error without a vector, or a small one
+        a = start
+        while a < end and (v := self.mm.tree.lookup(a)) is not None:
+            a = v.vm_end
+            if (min(a, end) - start) >> C.PAGE_SHIFT > self.max_resident:
+                raise ResidentLimitExceeded(f"the model would build a mincore vector of more than "
+                                            f"{self.max_resident} pages (--max-resident)")
+
+    def count_iteration(self) -> None:
+        """One more repeat iteration: raise :class:`ModelLimitExceeded` past ``max_iterations``, or when the
+        iterations so far have filled a file's page cache past ``max_resident``."""
+        self.iterations += 1
+        if self.iterations > self.max_iterations:
+            raise ModelLimitExceeded(f"more than {self.max_iterations} repeat iterations in one run "
+                                     "(--max-iterations)")
+        self.check_page_cache()
+
+    def check_page_cache(self) -> None:
+        """Raise :class:`ResidentLimitExceeded` when a file of the mm caches more than ``max_resident``
+        pages (readahead and MADV_WILLNEED add page-cache pages that no PTE maps)."""
+        for f in self.mm.fdtable.values():
+            if len(f.inode.pages) > self.max_resident:
+                raise ResidentLimitExceeded(f"the model would cache more than {self.max_resident} pages of "
+                                            f"{f.display_path} (--max-resident)")
+
+    def check_deadline(self) -> None:
+        """Raise :class:`ModelLimitExceeded` once the run's ``timeout`` has passed."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ModelLimitExceeded(f"the model run timed out after {self.timeout:g} s (the scenario's 'timeout')")
+
     def run(self) -> dict[str, Any]:
         results = []
-        for op in self.scn.ops:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+        for i, op in enumerate(self.scn.ops):
             res = {"op": op.op, "args": op.args}
-            res.update(self.do(op))
+            try:
+                self.check_deadline()
+                res.update(self.do(op))
+                self.check_page_cache()
+            except ModelUnsupported as e:  # one line naming the op (the CLI adds the file)
+                raise type(e)(f"op {i} ({op.op}): {e}") from None
+            except ProfileFeatureError as e:  # a driver needs a contract feature this kernel profile lacks
+                raise ModelUnsupported(f"op {i} ({op.op}): {e}") from None
             if op.note is not None:
                 res["note"] = op.note
             if self.validate:
@@ -303,11 +426,15 @@ def check_supported(scn: Scenario) -> None:
 
 
 def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool = False,
-                 trace: bool = False, kernel: str | None = None) -> dict[str, Any]:
+                 trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
+                 timeout: float | None = None, max_resident: int | None = None,
+                 max_iterations: int | None = None) -> dict[str, Any]:
     """Run a scenario on a fresh model (under kernel profile ``kernel``, default the scenario's
-    ``kernel_profile`` or 6.18) and return the result object of the scenario format."""
+    ``kernel_profile`` or 6.18) and return the result object of the scenario format.  ``caps``: the
+    capabilities the process starts with (default all: root; pass a live result's ``env.caps`` to compare
+    with it); ``timeout``, ``max_resident``, ``max_iterations``: see :class:`ModelRunner`."""
     check_supported(scn)
-    return ModelRunner(scn, initial_maps, validate, trace, kernel).run()
+    return ModelRunner(scn, initial_maps, validate, trace, kernel, caps, timeout, max_resident, max_iterations).run()
 
 
 def summarize_result(result: dict[str, Any]) -> list[str]:

@@ -136,6 +136,8 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
     """Models mm/memory.c: handle_mm_fault() for a permitted access: fill the PTE; returns a signal name,
     "OOM" (VM_FAULT_OOM: no anon_vma could be allocated) or None.  ``gup`` marks a fault taken by
     mm/gup.c (:mod:`vmalab.gup`) rather than by a user access; it changes nothing modelled."""
+    if vma.vm_flags & C.VM_HUGETLB:
+        return hugetlb_fault(mm, vma, addr, write)
     vpn = addr >> PAGE_SHIFT
     pte = mm.pt.get(vpn)
     if pte is not None and pte.kind == GUARD:
@@ -151,6 +153,8 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
         new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
         mm.pt.set(vpn, new)
         return None
+    if vma.vm_ops is not None and vma.vm_ops.provides_pages:
+        return _special_mapping_fault(mm, vma, vpn, pte, write)
     if vma.vm_flags & (C.VM_PFNMAP | C.VM_MIXEDMAP):
         # remap_pfn_range()/vm_insert_pages() filled the PTEs when the driver's action completed and
         # these VMAs have no ->fault: a missing PTE is SIGBUS; a write to a private one copies (do_wp_page)
@@ -203,9 +207,45 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
     return None
 
 
+def _special_mapping_fault(mm: MmStruct, vma: VMA, vpn: int, pte: Page | None, write: bool) -> str | None:
+    """Models do_fault() on a VMA whose ->fault provides its pages (mm/vma.c: special_mapping_fault():
+    [vdso], [vvar], [vvar_vclock]; :meth:`vmalab.files.VmOperations.fault`): map the page it gives, SIGBUS
+    where it gives none.  A write to a private one (the vDSO after mprotect(PROT_WRITE)) maps a private
+    anonymous copy (do_cow_fault(), do_wp_page()).  (tests/scenarios/special_vdso_vvar_faults.json)"""
+    assert vma.vm_ops is not None
+    private = not vma.vm_flags & VM_SHARED
+    if pte is None:
+        page = vma.vm_ops.fault(vma, vma.pgoff_at(vpn << PAGE_SHIFT))
+        if page is None:
+            return "SIGBUS"
+        if write and private:
+            if anon_vma_prepare(mm, vma):
+                return "OOM"
+            page = Page(ANON, dict(page.data))
+        mm.pt.set(vpn, page)
+        return None
+    if write and private and not (pte.kind == ANON and pte.mapcount == 1):
+        if anon_vma_prepare(mm, vma):
+            return "OOM"
+        mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+    return None
+
+
+def hugetlb_fault(mm: MmStruct, vma: VMA, addr: int, write: bool) -> str | None:  # noqa: ARG001
+    """Models mm/hugetlb.c: hugetlb_fault() -> hugetlb_no_page(): a fault on a hugetlb VMA allocates a
+    huge page from the pool (a read fault too: there is no huge zero page).  The model's pools are
+    empty (:class:`vmalab.files.Hstate`), so alloc_hugetlb_folio() fails with -ENOSPC, which
+    vmf_error() turns into VM_FAULT_SIGBUS, with or without a reservation and for private and shared
+    mappings alike (measured: tests/scenarios/hugetlb_faults_empty_pool.json)."""
+    return "SIGBUS"
+
+
 def _readahead(mm: MmStruct, vma: VMA, inode: Inode, pgoff: int) -> None:
-    """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss."""
-    if vma.vm_flags & C.VM_RAND_READ:
+    """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss.  MADV_RANDOM
+    (VM_RAND_READ) reads only the faulting page, except on an executable mapping: the VM_EXEC path is
+    meant for random access already and still reads from the fault to the end of the VMA
+    (tests/scenarios/fault_exec_random_still_reads_ahead.json)."""
+    if vma.vm_flags & (C.VM_RAND_READ | C.VM_EXEC) == C.VM_RAND_READ:
         inode.cache_page(pgoff)
         return
     if vma.vm_flags & C.VM_SEQ_READ:
@@ -226,7 +266,15 @@ def _readahead(mm: MmStruct, vma: VMA, inode: Inode, pgoff: int) -> None:
 
 def _fault_around(mm: MmStruct, vma: VMA, addr: int, inode: Inode) -> None:
     """Models mm/memory.c: do_fault_around() + filemap_map_pages(): map the cached pages of the
-    16-page aligned block around a read fault, clipped to the VMA, the page table and EOF."""
+    16-page aligned block around a read fault, clipped to the VMA, the page table and EOF.
+
+    The 6.18-stable change 74207de2ba10 ("do not populate page table entries beyond i_size") skips
+    filemap_map_pmd(), and with it the install of a new page table, when the first uptodate page of the
+    block reaches end of file (shmem excepted); with no page table yet for the 2 MiB region, nothing is
+    mapped.  Only a fault beyond EOF can see it: inside EOF ->fault() maps the page anyway
+    (tests/scenarios/fault_sigbus_fault_around_needs_page_table.json)."""
+    if vma.vm_ops is None or not vma.vm_ops.has_map_pages:
+        return  # should_fault_around(): no vm_ops->map_pages (secretmem): only the faulting page
     vpn = addr >> PAGE_SHIFT
     pte_off = vpn & 511
     vma_off = vpn - (vma.vm_start >> PAGE_SHIFT)
@@ -234,6 +282,14 @@ def _fault_around(mm: MmStruct, vma: VMA, addr: int, inode: Inode) -> None:
     to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages - vma_off)
     base = vpn - pte_off
     limit = inode.npages()
+    first_pgoff = vma.vm_pgoff + (base + from_pte - (vma.vm_start >> PAGE_SHIFT))
+    first = next((i for i in range(first_pgoff, min(first_pgoff + to_pte - from_pte, limit))
+                  if (pg := inode.pages.get(i)) is not None and pg.uptodate), None)  # next_uptodate_folio()
+    if first is None:
+        return
+    shmem = vma.vm_file is not None and vma.vm_file.f_op.fault_style == "shmem"
+    if first == limit - 1 and not shmem and not mm.pt.has_table(vpn):
+        return  # !can_map_large: no filemap_map_pmd(), so no page table to map into
     for p in range(from_pte, to_pte):
         v = base + p
         pg_off = vma.vm_pgoff + (v - (vma.vm_start >> PAGE_SHIFT))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from .constants import PAGE_SHIFT, PAGE_SIZE
+from .constants import PAGE_SHIFT
 from .files import (
     FMODE_READ,
     FMODE_WRITE,
@@ -122,14 +122,17 @@ def ftruncate(mm: MmStruct, fd: int, length: int) -> int:
         return -errno.EINVAL
     if not f.f_mode & FMODE_WRITE or f.inode.mode != S_IFREG:
         return -errno.EINVAL
+    e = f.f_op.setattr(f, length)  # do_truncate() -> notify_change() -> i_op->setattr()
+    if e:
+        return e
     old = f.inode.size
     f.inode.truncate(length)
-    if length < old and length & (PAGE_SIZE - 1) and f.f_op.fault_style == "filemap":
-        # ext4_truncate() -> ext4_block_truncate_page(): the folio of the new last, partial block is
-        # looked up with FGP_CREAT; over a hole nothing is read, so a new folio stays !uptodate.
-        last = length >> PAGE_SHIFT
-        if last not in f.inode.pages:
-            f.inode.cache_page(last).uptodate = False
+    if f.f_op.fault_style == "filemap":
+        # ext4_setattr(): a shrink or the same size runs ext4_truncate(), which zeroes the new last,
+        # partial block; a truncate up zeroes the tail of the old one.  Either way, over a hole the folio
+        # is created !uptodate (Inode.block_truncate_page; measured in
+        # tests/scenarios/file_ftruncate_partial_eof_page_not_uptodate.json).
+        f.inode.block_truncate_page(length if length <= old else old)
     if length < old:
         # truncate_pagecache() -> unmap_mapping_range(even_cows=1): zap the PTEs of every mapping
         # beyond the new EOF, the private COW copies too; guard markers stay.

@@ -15,8 +15,8 @@ import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .constants import PAGE_SHIFT, PAGE_SIZE
-from .pagetable import FILE, Page
+from .constants import PAGE_SHIFT, PAGE_SIZE, VM_DONTEXPAND, VM_HUGETLB, VM_NORESERVE, VM_WRITE
+from .pagetable import FILE, KERNEL, PFN, Page
 
 if TYPE_CHECKING:
     from .driver import VmAreaDesc
@@ -66,6 +66,34 @@ class Inode:
             for off in [o for o in pg.data if o >= tail]:
                 del pg.data[off]
 
+    def incore(self, pgoff: int) -> bool:
+        """Models mm/mincore.c: mincore_page(): the page is cached and uptodate (a folio that was created
+        but never read counts as not resident)."""
+        p = self.pages.get(pgoff)
+        return p is not None and p.uptodate
+
+    def block_truncate_page(self, pos: int) -> None:
+        """Models fs/ext4/inode.c: ext4_block_truncate_page() for a block size of one page: zero the page
+        holding ``pos`` from ``pos`` to its end.  The folio is looked up with FGP_CREAT, and over a hole
+        nothing is read, so a page that was not cached is now cached but not uptodate: mincore says 0,
+        fault-around skips it and the next fault on it reads it alone."""
+        off = pos & (PAGE_SIZE - 1)
+        if not off:
+            return
+        p = self.pages.get(pos >> PAGE_SHIFT)
+        if p is None:
+            self.cache_page(pos >> PAGE_SHIFT).uptodate = False
+            return
+        for o in [o for o in p.data if o >= off]:
+            del p.data[o]
+
+
+class ProfileFeatureError(AttributeError):
+    """A driver used a part of the contract its kernel profile does not have (e.g. an action on 6.18): no
+    such driver can be built for that kernel.  The mmap path unwinds as after a failing ``mmap_prepare``
+    (or ``->mmap``) before it lets this through (:func:`vmalab.mmap.mmap_region`).  Also importable from
+    :mod:`vmalab.driver`."""
+
 
 class VmOperations:
     """Models ``struct vm_operations_struct``.  ``None``-valued hooks are absent, as NULL in C."""
@@ -74,6 +102,12 @@ class VmOperations:
     has_close: bool = False
     #: the VMA maps secret memory (mm/secretmem.c: vma_is_secretmem()): GUP refuses it, mlock skips it.
     secretmem: bool = False
+    #: vm_ops->map_pages (filemap_map_pages()): a read fault maps the cached pages around the faulting one
+    #: (do_fault_around()); without it only the faulting page is mapped (secretmem_vm_ops)
+    has_map_pages: bool = False
+    #: the VMA has no file and its ->fault provides the pages itself (special mappings: [vdso], [vvar]):
+    #: the fault path maps what :meth:`fault` returns
+    provides_pages: bool = False
 
     def name(self, vma: VMA) -> str | None:  # noqa: ARG002
         """vm_ops->name(): the maps name of special mappings, or None."""
@@ -82,6 +116,15 @@ class VmOperations:
     def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
         """vm_ops->may_split(): 0 or -errno."""
         return 0
+
+    def pagesize(self, vma: VMA) -> int:  # noqa: ARG002
+        """vm_ops->pagesize() as vma_kernel_pagesize() uses it: the page size smaps reports."""
+        return PAGE_SIZE
+
+    def fault(self, vma: VMA, pgoff: int) -> Page | None:  # noqa: ARG002
+        """vm_ops->fault() of a VMA that ``provides_pages``: the page to map at page offset ``pgoff`` of
+        the mapping, or None for VM_FAULT_SIGBUS."""
+        return None
 
     def close(self, vma: VMA) -> None:
         """vm_ops->close()."""
@@ -101,21 +144,41 @@ DUMMY_VM_OPS = DummyVmOps()
 class GenericFileVmOps(VmOperations):
     """Models mm/filemap.c: generic_file_vm_ops (page-cache faults with fault-around; no close)."""
 
+    has_map_pages = True
+
 
 GENERIC_FILE_VM_OPS = GenericFileVmOps()
 
 
 class ShmemVmOps(VmOperations):
-    """Models mm/shmem.c: shmem_vm_ops / shmem_anon_vm_ops."""
+    """Models mm/shmem.c: shmem_vm_ops / shmem_anon_vm_ops (both have .map_pages = filemap_map_pages)."""
+
+    has_map_pages = True
+
+
+#: The vDSO image's ELF header as every x86-64 build has it (e_ident: ELFMAG, ELFCLASS64, ELFDATA2LSB,
+#: EV_CURRENT; e_type ET_DYN, e_machine EM_X86_64, e_version 1).  The rest of the image is build-specific
+#: and is not modelled (it reads as 0).
+VDSO_ELF_HEADER = bytes((0x7F, 0x45, 0x4C, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0x3E, 0, 1, 0, 0, 0))
+#: The page offsets whose raw PFN the data mappings' fault handlers insert (vmf_insert_pfn(): no struct
+#: page, not in Rss); every other offset is SIGBUS.  [vvar] (lib/vdso/datastore.c: vvar_fault()): the time
+#: data (0) and the getrandom data (2); the time-namespace page (1) only inside a time namespace, and x86
+#: has no arch data page (3).  [vvar_vclock] (arch/x86/entry/vdso/vma.c: vvar_vclock_fault()): the
+#: kvm-clock page (0), as on the KVM guest the recordings were made on; the Hyper-V page (1) is absent.
+#: The data itself changes with time and is read as 0.
+SPECIAL_PFN_PAGES: dict[str, frozenset[int]] = {"[vvar]": frozenset({0, 2}), "[vvar_vclock]": frozenset({0})}
 
 
 class SpecialMappingOps(VmOperations):
-    """Models mm/vma.c: special_mapping_vmops ([vvar], [vdso], ...): named, cannot be split."""
+    """Models mm/vma.c: special_mapping_vmops ([vvar], [vdso], ...): named, cannot be split, and its pages
+    come from the mapping's own fault handler (:meth:`fault`)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.pages: dict[int, Page] = {}  # the pages handed out so far (shared by the VMAs of a fork)
 
     has_close = True
+    provides_pages = True
 
     def name(self, vma: VMA) -> str | None:  # noqa: ARG002
         return self.label
@@ -123,12 +186,33 @@ class SpecialMappingOps(VmOperations):
     def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
         return -errno.EINVAL
 
+    def fault(self, vma: VMA, pgoff: int) -> Page | None:
+        """Models special_mapping_fault() -> the mapping's ->fault: [vdso] (vdso_fault()) gives the pages
+        of the vDSO image (kernel pages, counted in Rss; page 0 starts with :data:`VDSO_ELF_HEADER`) for
+        every offset inside the image, which is the VMA; [vvar] and [vvar_vclock] give raw PFNs of their
+        data pages (:data:`SPECIAL_PFN_PAGES`).  None is VM_FAULT_SIGBUS."""
+        page = self.pages.get(pgoff)
+        if page is not None:
+            return page
+        if self.label == "[vdso]":
+            if pgoff >= vma.pages:
+                return None
+            header = {i: b for i, b in enumerate(VDSO_ELF_HEADER) if b} if pgoff == 0 else None
+            page = Page(KERNEL, header)
+        elif pgoff in SPECIAL_PFN_PAGES.get(self.label, frozenset()):
+            page = Page(PFN)
+        else:
+            return None
+        self.pages[pgoff] = page
+        return page
+
 
 class FileOperations:
     """Models ``struct file_operations``: the hooks the mmap path consults.
 
     ``get_unmapped_area`` is one of ``None`` (the mm's default), ``"thp"`` (thp_get_unmapped_area),
-    ``"shmem"`` (shmem_get_unmapped_area) or ``"zero"`` (/dev/zero's).  Exactly one of :meth:`mmap`
+    ``"shmem"`` (shmem_get_unmapped_area), ``"zero"`` (/dev/zero's) or ``"hugetlb"``
+    (hugetlb_get_unmapped_area).  Exactly one of :meth:`mmap`
     (legacy) or :meth:`mmap_prepare` should be implemented, as ``can_mmap_file()`` requires.
     """
 
@@ -138,10 +222,22 @@ class FileOperations:
     has_mmap_prepare: bool = False
     #: how page faults on this file behave: "shmem" (allocate on fault, no readahead) or "filemap"
     fault_style: str = "filemap"
+    #: FOP_HUGE_PAGES: the huge page size of a hugetlbfs file (is_file_hugepages(), hstate_file()), else 0
+    huge_page_size: int = 0
+    #: f_op->fsync: without it vfs_fsync_range() is EINVAL (msync(MS_SYNC) of a shared mapping)
+    has_fsync: bool = False
+    #: f_op->fallocate: without it vfs_fallocate() is EOPNOTSUPP (madvise(MADV_REMOVE) of a regular file)
+    has_fallocate: bool = False
 
     def mmap(self, file: File, vma: VMA) -> int:  # noqa: ARG002
         """Legacy f_op->mmap(): returns 0 or -errno; may change the VMA."""
         return -errno.ENODEV
+
+    def setattr(self, file: File, size: int) -> int:  # noqa: ARG002
+        """The inode's ``i_op->setattr()`` for an ATTR_SIZE change (ftruncate(2), after the generic
+        checks): 0 to let the size change, or -errno.  (The model has no inode_operations: the hook lives
+        with the file's operations.)"""
+        return 0
 
     def mmap_prepare(self, desc: VmAreaDesc) -> int:  # noqa: ARG002
         """f_op->mmap_prepare(): returns 0 or -errno; may change the mutable desc fields."""
@@ -154,6 +250,8 @@ class ShmemFileOps(FileOperations):
     get_unmapped_area = "shmem"
     has_mmap = True
     fault_style = "shmem"
+    has_fsync = True  # noop_fsync
+    has_fallocate = True  # shmem_fallocate()
 
     def mmap(self, file: File, vma: VMA) -> int:
         vma.vm_ops = SHMEM_VM_OPS
@@ -226,3 +324,110 @@ def shmem_zero_setup_desc(desc: VmAreaDesc) -> int:
     desc.vm_ops = SHMEM_VM_OPS
     desc.mm.probe.trace("mmap", "vm_file swapped to a new shmem file", ino=shm.inode.ino)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# hugetlbfs: fs/hugetlbfs/inode.c and the mapping half of mm/hugetlb.c
+@dataclass(frozen=True)
+class Hstate:
+    """Models ``struct hstate`` (include/linux/hugetlb.h): one huge page size and its hugetlbfs mount
+    (``dev``: the anonymous device of the internal mount, as the measured host numbers them).
+
+    The pools are empty, as on the host the recordings were made on (``nr_hugepages`` 0 for both
+    sizes): every reservation fails (:func:`hugetlb_reserve_pages`) and every fault is SIGBUS
+    (:func:`vmalab.faults.hugetlb_fault`).  A non-empty pool is not modelled."""
+
+    shift: int
+    dev: tuple[int, int]
+
+    @property
+    def size(self) -> int:
+        return 1 << self.shift
+
+
+#: the hstates of x86-64 with 1 GiB pages (hugepages-2048kB, hugepages-1048576kB)
+HSTATES: dict[int, Hstate] = {21: Hstate(21, (0, 0x11)), 30: Hstate(30, (0, 0x12))}
+DEFAULT_HSTATE = HSTATES[21]  # default_hstate: Hugepagesize 2048 kB
+#: fs/hugetlbfs/inode.c: PGOFF_LOFFT_MAX, the top PAGE_SHIFT + 1 bits of a pgoff
+PGOFF_LOFFT_MAX = ((1 << (PAGE_SHIFT + 1)) - 1) << (64 - (PAGE_SHIFT + 1))
+
+
+def hstate_sizelog(page_size_log: int) -> Hstate | None:
+    """Models include/linux/hugetlb.h: hstate_sizelog(): the hstate a MAP_HUGE_* encoding names (0: the
+    default size), or None."""
+    if not page_size_log:
+        return DEFAULT_HSTATE
+    return HSTATES.get(page_size_log)
+
+
+def hugetlb_reserve_pages(vm_flags: int, pages: int) -> bool:  # noqa: ARG001
+    """Models mm/hugetlb.c: hugetlb_reserve_pages(): VM_NORESERVE reserves nothing; otherwise every huge
+    page of the range must be reserved from the pool, which is empty (see :class:`Hstate`)."""
+    return bool(vm_flags & VM_NORESERVE)
+
+
+class HugetlbVmOps(VmOperations):
+    """Models mm/hugetlb.c: hugetlb_vm_ops: splits only at a huge page boundary, smaps reports the huge
+    page size; it has a ->close (hugetlb_vm_op_close())."""
+
+    has_close = True
+
+    def __init__(self, hstate: Hstate) -> None:
+        self.hstate = hstate
+
+    def may_split(self, vma: VMA, addr: int) -> int:  # noqa: ARG002
+        """hugetlb_vm_op_split()."""
+        return -errno.EINVAL if addr & (self.hstate.size - 1) else 0
+
+    def pagesize(self, vma: VMA) -> int:  # noqa: ARG002
+        """hugetlb_vm_op_pagesize()."""
+        return self.hstate.size
+
+
+class HugetlbfsFileOps(FileOperations):
+    """Models fs/hugetlbfs/inode.c: hugetlbfs_file_operations (a legacy ->mmap in 6.18; FOP_HUGE_PAGES;
+    placement by hugetlb_get_unmapped_area(), :func:`vmalab.layout.hugetlb_get_unmapped_area`)."""
+
+    get_unmapped_area = "hugetlb"
+    has_mmap = True
+    has_fsync = True  # noop_fsync
+    has_fallocate = True  # hugetlbfs_fallocate()
+
+    def __init__(self, hstate: Hstate = DEFAULT_HSTATE) -> None:
+        self.hstate = hstate
+        self.huge_page_size = hstate.size
+
+    def mmap(self, file: File, vma: VMA) -> int:
+        """hugetlbfs_file_mmap(): VM_HUGETLB | VM_DONTEXPAND and hugetlb_vm_ops first (the error paths
+        keep them), then the offset checks (EINVAL) and the reservation (ENOMEM); a writable mapping
+        extends i_size to its end."""
+        h = self.hstate
+        vma.vm_flags |= VM_HUGETLB | VM_DONTEXPAND
+        vma.vm_ops = HugetlbVmOps(h)
+        if vma.vm_pgoff & PGOFF_LOFFT_MAX or vma.vm_pgoff & ((h.size >> PAGE_SHIFT) - 1):
+            return -errno.EINVAL
+        vma_len = vma.vm_end - vma.vm_start
+        length = vma_len + (vma.vm_pgoff << PAGE_SHIFT)
+        if length >= 1 << 63:  # the loff_t sum overflowed
+            return -errno.EINVAL
+        if not hugetlb_reserve_pages(vma.vm_flags, vma_len >> h.shift):
+            return -errno.ENOMEM
+        if vma.vm_flags & VM_WRITE and file.inode.size < length:
+            file.inode.size = length
+        return 0
+
+
+def hugetlb_file_setup(mm: MmStruct, size: int, hstate: Hstate) -> File:
+    """Models fs/hugetlbfs/inode.c: hugetlb_file_setup() for anonymous MAP_HUGETLB
+    (HUGETLB_ANONHUGE_INODE, acctflag VM_NORESERVE, so nothing is reserved here): an unlinked file
+    ``/anon_hugepage`` of ``size`` bytes on the internal mount of ``hstate``; the caller owns its only
+    reference."""
+    inode = Inode(mm.alloc_ino(), hstate.dev, size=size)
+    f = File(inode, HugetlbfsFileOps(hstate), "/anon_hugepage", deleted=True, owner=mm)
+    return mm.resources.track_file(f)
+
+
+def vma_kernel_pagesize(vma: VMA) -> int:
+    """Models mm/hugetlb.c: vma_kernel_pagesize(): ``vm_ops->pagesize``, else PAGE_SIZE (on x86
+    vma_mmu_pagesize() is the same)."""
+    return vma.vm_ops.pagesize(vma) if vma.vm_ops is not None else PAGE_SIZE

@@ -50,13 +50,15 @@ VM_INIT_DEF_MASK = C.VM_NOHUGEPAGE
 #: MmStruct fields fork copies from the parent as they are (values, or objects shared like ``profile``).
 FORK_COPIED = frozenset({
     "profile", "randomize", "mmap_base", "mmap_legacy_base", "topdown", "mmap_min_addr", "dac_mmap_min_addr",
-    "max_map_count", "cap_sys_rawio", "cap_ipc_lock", "overcommit_memory", "totalram_pages", "total_vm",
+    "max_map_count", "cap_sys_rawio", "cap_ipc_lock", "cap_sys_resource", "cap_sys_admin",  # the task's creds
+    "overcommit_memory", "admin_reserve_kbytes", "user_reserve_kbytes", "totalram_pages", "total_vm",
     "data_vm", "exec_vm", "stack_vm", "start_brk", "brk", "start_stack", "start_data", "end_data",
     "next_anon_vma_id", "next_ino", "ra_pages", "anon_vma_name_enabled",
 })
 #: MmStruct fields fork builds anew for the child (see :func:`fork`).
 FORK_REBUILT = frozenset({
     "tree", "pt", "rng", "rlimits", "fdtable", "locked_vm", "committed", "leaked_commit", "def_flags",
+    "hiwater_vm",  # dup_mm(): the child's total_vm after dup_mmap()
     "locks",  # a new mm: no locks held
     "probe",  # a new probe (tracing as the parent's): no events, no fault-injection plan, no observer
     "resources",  # the child's own references are tracked afresh
@@ -89,6 +91,7 @@ def fork(mm: M) -> M | int:
             if not tmp.vm_flags & C.VM_WIPEONFORK:
                 copy_page_range(mm, child, tmp, vma)
     mm.probe.trace("fork", "dup_mmap", vmas=child.map_count)
+    child.hiwater_vm = child.total_vm  # dup_mm(); hiwater_rss: the new page table's own peak
     return child
 
 

@@ -69,8 +69,9 @@ def populate_vma_page_range(mm: MmStruct, vma: VMA, start: int, end: int) -> int
         return -errno.EFAULT  # no FOLL_FORCE for an inaccessible VMA: check_vma_flags() fails
     if vma_is_secretmem(vma):
         return -errno.EFAULT
-    if vma.vm_file is None and not vma.is_anonymous():
-        return 0  # special mappings ([vdso]): their pages are not modelled
+    ops = vma.vm_ops
+    if vma.vm_file is None and ops is not None and not ops.provides_pages:
+        return 0  # a VMA without file whose pages the model does not know
     write = (vma.vm_flags & (C.VM_WRITE | C.VM_SHARED)) == C.VM_WRITE
     return _faultin_pages(mm, vma, start, end, write)
 

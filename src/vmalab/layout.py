@@ -2,7 +2,8 @@
 
 Models arch/x86/mm/mmap.c (mmap_base, arch_pick_mmap_layout), arch/x86/kernel/sys_x86_64.c
 (arch_get_unmapped_area[_topdown]), mm/vma.c (unmapped_area[_topdown]), mm/mmap.c (__get_unmapped_area,
-round_hint_to_min) and mm/huge_memory.c (__thp_get_unmapped_area).
+round_hint_to_min), mm/huge_memory.c (__thp_get_unmapped_area) and fs/hugetlbfs/inode.c
+(hugetlb_get_unmapped_area).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MIN_GAP = 128 << 20
 STACK_RND_MASK = 0x3FFFFF  # x86-64: 22 bits of stack randomisation (pages)
 TASK_UNMAPPED_BASE = page_align(TASK_SIZE // 3)
 SZ_4G = 1 << 32
+MAX_ERRNO = 4095  # include/linux/err.h: IS_ERR_VALUE(x) is x >= (unsigned long)-MAX_ERRNO
 
 
 def mmap_base(rlimit_stack: int, rnd: int = 0, randomize: bool = False, task_size: int = TASK_SIZE) -> int:
@@ -150,8 +152,10 @@ def _hint_ok(mm: MmStruct, addr: int, length: int) -> bool:
     return v is None or addr + length <= v.start_gap()
 
 
-def arch_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
-    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area() (bottom-up)."""
+def arch_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int,
+                           huge_size: int = 0) -> int:
+    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area() (bottom-up).  ``huge_size`` is the
+    huge page size of a hugetlbfs file (get_align_mask(): the gap is aligned to it, no stack guard)."""
     if flags & MAP_FIXED:
         return addr
     if flags & MAP_32BIT:
@@ -165,11 +169,15 @@ def arch_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_
         if end - length >= addr and _hint_ok(mm, addr, length):
             return addr
     low = SZ_4G if flags & MAP_ABOVE4G and begin < SZ_4G else begin
+    if huge_size:
+        return unmapped_area(mm, length, low, end, align_mask=huge_size - PAGE_SIZE)
     return unmapped_area(mm, length, low, end, start_gap=_stack_guard_placement(vm_flags))
 
 
-def arch_get_unmapped_area_topdown(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
-    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown()."""
+def arch_get_unmapped_area_topdown(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int,
+                                   huge_size: int = 0) -> int:
+    """Models arch/x86/kernel/sys_x86_64.c: arch_get_unmapped_area_topdown() (``huge_size``: as
+    :func:`arch_get_unmapped_area`)."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
     if flags & MAP_FIXED:
@@ -180,17 +188,34 @@ def arch_get_unmapped_area_topdown(mm: MmStruct, addr: int, length: int, flags: 
             if _hint_ok(mm, addr, length):
                 return addr
         low = SZ_4G if flags & MAP_ABOVE4G else PAGE_SIZE
-        got = unmapped_area_topdown(mm, length, low, mm.mmap_base, start_gap=_stack_guard_placement(vm_flags))
+        if huge_size:
+            got = unmapped_area_topdown(mm, length, low, mm.mmap_base, align_mask=huge_size - PAGE_SIZE)
+        else:
+            got = unmapped_area_topdown(mm, length, low, mm.mmap_base,
+                                        start_gap=_stack_guard_placement(vm_flags))
         if got >= 0:
             return got
-    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
+    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags, huge_size)
 
 
-def mm_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int) -> int:
+def mm_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, vm_flags: int,
+                         huge_size: int = 0) -> int:
     """Models mm/mmap.c: mm_get_unmapped_area_vmflags()."""
     if mm.topdown:
-        return arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags)
-    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags)
+        return arch_get_unmapped_area_topdown(mm, addr, length, flags, vm_flags, huge_size)
+    return arch_get_unmapped_area(mm, addr, length, flags, vm_flags, huge_size)
+
+
+def hugetlb_get_unmapped_area(mm: MmStruct, addr: int, length: int, flags: int, huge_size: int) -> int:
+    """Models fs/hugetlbfs/inode.c: hugetlb_get_unmapped_area(): the length and a MAP_FIXED address
+    must be multiples of the huge page size (EINVAL); a hint is rounded up to one."""
+    mask = huge_size - 1
+    if length & mask:
+        return -errno.EINVAL
+    if flags & MAP_FIXED and addr & mask:
+        return -errno.EINVAL
+    addr0 = ((addr + mask) & ~mask & ULONG_MASK) if addr else 0
+    return mm_get_unmapped_area(mm, addr0, length, flags, 0, huge_size)
 
 
 def thp_get_unmapped_area(mm: MmStruct, addr: int, length: int, off: int, flags: int, vm_flags: int) -> int:
@@ -216,7 +241,8 @@ def thp_get_unmapped_area(mm: MmStruct, addr: int, length: int, off: int, flags:
 
 def get_unmapped_area(mm: MmStruct, file: File | None, addr: int, length: int, pgoff: int, flags: int,
                       vm_flags: int) -> int:
-    """Models mm/mmap.c: __get_unmapped_area(): returns the address or -errno."""
+    """Models mm/mmap.c: __get_unmapped_area(): returns the address or -errno (a fixed address in the
+    IS_ERR_VALUE() range comes back as the -errno it reads as)."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
     style: str | None = None
@@ -229,7 +255,10 @@ def get_unmapped_area(mm: MmStruct, file: File | None, addr: int, length: int, p
         style = "shmem"
     if file is None:
         pgoff = 0
-    if style == "thp":
+    if style == "hugetlb":
+        assert file is not None
+        got = hugetlb_get_unmapped_area(mm, addr, length, flags, file.f_op.huge_page_size)
+    elif style == "thp":
         got = thp_get_unmapped_area(mm, addr, length, pgoff << PAGE_SHIFT, flags, vm_flags)
         if not got:
             got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
@@ -244,6 +273,11 @@ def get_unmapped_area(mm: MmStruct, file: File | None, addr: int, length: int, p
         got = mm_get_unmapped_area(mm, addr, length, flags, vm_flags)
     if got < 0:
         return got
+    if got > ULONG_MASK - MAX_ERRNO:
+        # IS_ERR_VALUE(): the arch code returns a MAP_FIXED address unchecked, so an address in the last
+        # 4095 bytes of the address space *is* an error value: -1 is EPERM, -22 EINVAL, ...
+        # (tests/scenarios/mmap_fixed_iserr_address.json)
+        return got - (ULONG_MASK + 1)
     if got > TASK_SIZE - length:
         return -errno.ENOMEM
     if got & (PAGE_SIZE - 1):

@@ -23,7 +23,7 @@ import errno
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK, page_align
 from .faults import anon_vma_prepare
-from .files import FMODE_WRITE, S_IFREG, File, Inode
+from .files import FMODE_WRITE, S_IFREG, File, Inode, vma_kernel_pagesize
 from .gup import faultin_page_range
 from .mm_types import VMA, MmStruct
 from .pagetable import FILE, GUARD, Page
@@ -150,7 +150,8 @@ def _madvise_do_behavior(mm: MmStruct, start: int, len_in: int, advice: int) -> 
     """Models madvise_do_behavior(); POPULATE_READ / POPULATE_WRITE are madvise_populate() over
     :func:`vmalab.gup.faultin_page_range`."""
     if advice in (MADV_HWPOISON, MADV_SOFT_OFFLINE):
-        return 0  # madvise_inject_error(): not modelled (root, pages are left as they are)
+        # madvise_inject_error(): CAP_SYS_ADMIN or EPERM; the poisoning itself is not modelled
+        return 0 if mm.cap_sys_admin else -errno.EPERM
     end = start + page_align(len_in)
     if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         return faultin_page_range(mm, start, end, advice == MADV_POPULATE_WRITE)
@@ -307,6 +308,16 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
     copies and anonymous pages are gone; zap_page_range_single() as madvise uses it keeps guard markers);
     FREE only marks private anonymous pages lazily freeable, which changes nothing visible while there is
     no memory pressure."""
+    if vma.vm_flags & C.VM_HUGETLB:
+        # madvise_dontneed_free_valid_vma(): no FREE; DONTNEED needs a huge-page aligned start and zaps
+        # whole huge pages only (the end is rounded down)
+        size = vma_kernel_pagesize(vma)
+        if advice == MADV_FREE or start & (size - 1):
+            return -errno.EINVAL
+        end &= ~(size - 1)
+        if end > start:
+            mm.pt.zap_except_guards(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        return 0
     forbidden = C.VM_PFNMAP | (0 if advice == MADV_DONTNEED_LOCKED else C.VM_LOCKED)
     if vma.vm_flags & forbidden:
         return -errno.EINVAL
@@ -315,6 +326,7 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
             return -errno.EINVAL  # madvise_free_single_vma(): anonymous memory only
         return 0
     mm.pt.zap_except_guards(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+    mm.pt.reclaim_empty_tables(start >> PAGE_SHIFT, end >> PAGE_SHIFT)  # details.reclaim_pt
     mm.probe.trace("madvise", "zapped", start=start, end=end)
     return 0
 
@@ -333,6 +345,8 @@ def _madvise_remove(mm: MmStruct, vma: VMA, start: int, end: int) -> int:
         return -errno.EBADF  # vfs_fallocate()
     if f.inode.mode != S_IFREG:
         return -errno.ENODEV  # vfs_fallocate() on a device
+    if not f.f_op.has_fallocate:
+        return -errno.EOPNOTSUPP  # vfs_fallocate(): no ->fallocate (secretmem)
     first = vma.pgoff_at(start)
     _punch_hole(mm, f.inode, first, first + ((end - start) >> PAGE_SHIFT))
     return 0

@@ -42,7 +42,7 @@ def sys_mincore(mm: MmStruct, addr: int, length: int) -> tuple[int, str | None]:
 
 def mincore_vma(mm: MmStruct, vma: VMA, start: int, end: int) -> str:
     """Models mm/mincore.c: can_do_mincore() + mincore_pte_range() for one VMA: a present PTE is 1;
-    an empty PTE or a guard marker looks up the page cache when the VMA has a file (also private
+    an empty PTE or a guard marker looks up the page cache (uptodate pages only) when the VMA has a file (also private
     /dev/zero, whose cache is empty), else 0; a VMA without file that is not anonymous ([vvar])
     reports every page resident."""
     if vma.vm_file is None and not vma.is_anonymous():
@@ -53,7 +53,7 @@ def mincore_vma(mm: MmStruct, vma: VMA, start: int, end: int) -> str:
         if p is not None and p.kind != GUARD:
             out.append("1")
         elif vma.vm_file is not None:
-            out.append("1" if vma.pgoff_at(a) in vma.vm_file.inode.pages else "0")
+            out.append("1" if vma.vm_file.inode.incore(vma.pgoff_at(a)) else "0")  # mincore_page()
         else:
             out.append("0")
     return "".join(out)

@@ -13,13 +13,16 @@ returns (an address, 0, or ``-errno``).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
-from typing import Any
+import itertools
+import operator
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, SupportsIndex
 
 from . import constants as C
 from . import fdtable, files, gup, vma
 from .debug import ValidationError, validate_mm
-from .faults import touch
+from .faults import Fault, touch
 from .files import File, FileOperations, Inode
 from .fork import exit_files, exit_mmap, fork
 from .madvise import process_madvise, sys_set_vma_anon_name
@@ -43,6 +46,32 @@ def _check(r: int) -> int:
     return r
 
 
+#: the pseudo-syscalls of :meth:`MM.syscall` (no row of the table: no scenario op routes through them):
+#: name -> argument names
+PSEUDO_SYSCALLS: dict[str, tuple[str, ...]] = {"touch": ("addr", "write", "value"), "fork": ()}
+_PIDS = itertools.count(2)  # the pids fork() hands out (1 is init)
+# the children forked through MM.syscall("fork"), per parent: kept beside the MM, not in it (they are no
+# state of the mm_struct, and fork() copies the mm_struct's state)
+_CHILDREN: weakref.WeakKeyDictionary[MM, dict[int, MM]] = weakref.WeakKeyDictionary()
+
+
+def syscall_params(name: str) -> tuple[str, ...]:
+    """The argument names of syscall or pseudo-syscall ``name`` (``ValueError`` for an unknown name)."""
+    if name in SYSCALLS:
+        return tuple(p.key for p in SYSCALLS[name].params)
+    if name in PSEUDO_SYSCALLS:
+        return PSEUDO_SYSCALLS[name]
+    known = ", ".join(sorted([*SYSCALLS, *PSEUDO_SYSCALLS]))
+    raise ValueError(f"syscall {name!r} is not modelled (known: {known})")
+
+
+def _register(name: str, key: str, value: SupportsIndex) -> int:
+    """An argument as the 64-bit register that carries it; ``TypeError`` for anything but an integer."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"syscall {name}(): argument {key} must be an int, not {type(value).__name__}")
+    return operator.index(value) & C.ULONG_MASK
+
+
 def _raw(name: str) -> Callable[..., Any]:
     """The table's function for syscall ``name``, as a method (``fn(mm, *args)``)."""
     return SYSCALLS[name].fn
@@ -54,14 +83,16 @@ class MM(MmStruct):
     Parameters set the environment the kernel would take from the process and the machine: the stack
     rlimit (which fixes ``mmap_base``), address randomisation (off by default, like ADDR_NO_RANDOMIZE;
     ``seed`` makes the random mode reproducible), ``vm.max_map_count``, ``mmap_min_addr`` and the kernel
-    profile (``kernel``: ``6.18``, ``6.19``, ``7.1``, ...; see ``vmalab profiles``).
+    profile (``kernel``: ``6.18``, ``6.19``, ``7.1``, ...; see ``vmalab profiles``).  ``caps`` names the
+    capabilities the process has (default: root with all of them; ``caps=()`` is an unprivileged user;
+    the model checks CAP_IPC_LOCK, CAP_SYS_RAWIO, CAP_SYS_RESOURCE and CAP_SYS_ADMIN).
     """
 
     def __init__(self, *, rlimit_stack: int = 8 << 20, randomize: bool = False, seed: int | None = None,
                  max_map_count: int = C.DEFAULT_MAX_MAP_COUNT, mmap_min_addr: int = C.MMAP_MIN_ADDR,
-                 kernel: str = DEFAULT_PROFILE) -> None:
+                 kernel: str = DEFAULT_PROFILE, caps: Iterable[str] | None = None) -> None:
         super().__init__(get_profile(kernel), rlimit_stack=rlimit_stack, randomize=randomize, seed=seed,
-                         max_map_count=max_map_count, mmap_min_addr=mmap_min_addr)
+                         max_map_count=max_map_count, mmap_min_addr=mmap_min_addr, caps=caps)
 
     @classmethod
     def from_maps(cls, text: str, *, rlimit_stack: int = 8 << 20, **kwargs: Any) -> MM:
@@ -92,22 +123,59 @@ class MM(MmStruct):
     sys_brk = _raw("brk")
     sys_set_vma_anon_name = sys_set_vma_anon_name
 
-    def syscall(self, name: str, *args: int) -> int:
-        """Raw syscall interface for emulators: returns what the kernel returns (an address, 0 or -errno;
-        for ``mincore`` the return value only — :meth:`mincore` gives the vector).  An unknown name raises
-        ``ValueError``; a wrong number of arguments or a non-integer argument raises ``TypeError`` (a glue
-        bug, not an errno the kernel would give)."""
-        sc = SYSCALLS.get(name)
-        if sc is None:
-            raise ValueError(f"syscall {name!r} is not modelled (known: {', '.join(sorted(SYSCALLS))})")
-        if len(args) != sc.nargs:
-            raise TypeError(f"syscall {name}() takes {sc.nargs} argument{'s' * (sc.nargs != 1)} "
-                            f"({', '.join(p.key for p in sc.params)}), {len(args)} given")
-        for p, a in zip(sc.params, args, strict=True):
-            if not isinstance(a, int):
-                raise TypeError(f"syscall {name}(): argument {p.key} must be an int, not {type(a).__name__}")
-        r = sc.fn(self, *args)
+    def syscall(self, name: str, *args: SupportsIndex) -> int:
+        """Raw syscall interface for emulators: ``name`` is a row of :data:`vmalab.syscalls.SYSCALLS` or a
+        pseudo-syscall of :data:`PSEUDO_SYSCALLS`, with its arguments in the kernel's order.
+
+        The contract: every argument is an integer — an ``int`` or an object with ``__index__`` (numpy
+        integers), not ``bool`` — and is taken as the 64-bit register that carries it (modulo 2**64:
+        ``-1`` is ``0xffffffffffffffff``), then narrowed to the syscall's C type as the kernel does (an
+        ``int`` flag word keeps its low 32 bits, mmap's fd is fget()'s ``unsigned int``).  Every integer
+        gives what the kernel returns: an address (mmap, mremap, brk), 0, or ``-errno``; never an
+        exception.  A non-integer (``bool``, ``float``, ``str``, ``bytes``, ``None``) or a wrong number of
+        arguments raises ``TypeError`` (a bug in the caller's glue, not an errno the kernel would give);
+        an unknown name raises ``ValueError``.  Nothing changes when an exception is raised.
+
+        ``mincore`` returns its return value only (:meth:`mincore` or :meth:`sys_mincore` give the
+        vector).  The pseudo-syscalls: ``touch(addr, write, value)`` is one user access of a byte (a
+        write when ``write`` is not 0, storing ``value & 0xff``): the byte read, 0 for a write, or
+        ``-EFAULT`` where the kernel would send a signal (:meth:`touch` raises :class:`vmalab.Fault` with
+        the signal instead); ``fork()`` returns the child's pid (> 0), its MM being ``children[pid]``
+        (take it out with ``children.pop(pid)``, tear it down with ``exit_mmap()``), or ``-ENOMEM``."""
+        params = syscall_params(name)
+        if len(args) != len(params):
+            raise TypeError(f"syscall {name}() takes {len(params)} argument{'s' * (len(params) != 1)} "
+                            f"({', '.join(params)}), {len(args)} given")
+        regs = [_register(name, key, a) for key, a in zip(params, args, strict=True)]
+        if name == "touch":
+            return self.sys_touch(*regs)
+        if name == "fork":
+            return self.sys_fork()
+        sc = SYSCALLS[name]
+        r = sc.fn(self, *regs)
         return int(r[0]) if sc.ret == RET_VEC else int(r)
+
+    @property
+    def children(self) -> dict[int, MM]:
+        """The children forked through ``syscall("fork")`` and not yet taken out, by pid."""
+        return _CHILDREN.setdefault(self, {})
+
+    def sys_touch(self, addr: int, write: int, value: int) -> int:
+        """The ``touch`` pseudo-syscall (see :meth:`syscall`): the byte read, 0 for a write, or -EFAULT."""
+        try:
+            v = touch(self, addr, bool(write), value & 0xFF)
+        except Fault:
+            return -errno.EFAULT
+        return 0 if v is None else v
+
+    def sys_fork(self) -> int:
+        """The ``fork`` pseudo-syscall (see :meth:`syscall`): the child's pid, its MM in ``children``."""
+        child = fork(self)
+        if isinstance(child, int):
+            return child
+        pid = next(_PIDS)
+        self.children[pid] = child
+        return pid
 
     # -- Pythonic syscalls: raise OSError ------------------------------------------------------------
     def mmap(self, addr: int | None, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:

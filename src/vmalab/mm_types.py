@@ -10,7 +10,7 @@ mlock_future_ok(); mm/util.c: __vm_enough_memory()).  Every operation of the mod
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import constants as C
@@ -131,7 +131,7 @@ class MmStruct:
 
     def __init__(self, profile: KernelProfile, *, rlimit_stack: int = 8 << 20, randomize: bool = False,
                  seed: int | None = None, max_map_count: int = C.DEFAULT_MAX_MAP_COUNT,
-                 mmap_min_addr: int = C.MMAP_MIN_ADDR) -> None:
+                 mmap_min_addr: int = C.MMAP_MIN_ADDR, caps: Iterable[str] | None = None) -> None:
         self.profile = profile
         self.locks = LockState()
         self.probe = Probe()
@@ -153,9 +153,18 @@ class MmStruct:
         self.mmap_min_addr = mmap_min_addr
         self.dac_mmap_min_addr = C.DAC_MMAP_MIN_ADDR
         self.max_map_count = max_map_count
-        self.cap_sys_rawio = True
-        self.cap_ipc_lock = True
+        # The capabilities the mm's checks ask for (capable() of the task; the model keeps them here).  A bare
+        # MM is root with every capability; ``caps`` names the ones it has (see set_caps()).
+        self.cap_sys_rawio = True  # cap_mmap_addr(): mappings below dac_mmap_min_addr
+        self.cap_ipc_lock = True  # RLIMIT_MEMLOCK: mlock, mlockall, MAP_LOCKED, secretmem, locked growth
+        self.cap_sys_resource = True  # do_prlimit(): raising a hard limit
+        self.cap_sys_admin = True  # __vm_enough_memory(): the admin reserve; MADV_HWPOISON / SOFT_OFFLINE
+        if caps is not None:
+            self.set_caps(caps)
         self.overcommit_memory = 0
+        # sysctls of __vm_enough_memory() under OVERCOMMIT_NEVER (the values measured here)
+        self.admin_reserve_kbytes = 8192
+        self.user_reserve_kbytes = 100403
         # CONFIG_ANON_VMA_NAME: off on the live 6.18 kernel here (prctl(PR_SET_VMA) answers EINVAL).
         self.anon_vma_name_enabled = False
         self.totalram_pages = (24 << 30) >> PAGE_SHIFT
@@ -168,9 +177,10 @@ class MmStruct:
         self.exec_vm = 0
         self.stack_vm = 0
         self.committed = 0  # pages charged through security_vm_enough_memory_mm()
+        self.hiwater_vm = 0  # the peak total_vm, updated before an unmap lowers it (VmPeak)
         self.leaked_commit = 0  # charges the kernel never releases (reported as kernel behaviour)
         self.def_flags = 0
-        self.start_brk = 0
+        self.start_brk = 0  # 0: no program break (no exec set one); brk() refuses (vmalab.brk)
         self.brk = 0
         self.start_stack = 0
         self.start_data = 0
@@ -200,6 +210,41 @@ class MmStruct:
 
     def rlimit(self, resource: str) -> int:
         return self.rlimits.get(C.RLIMIT_NAMES[resource], (C.RLIM_INFINITY, C.RLIM_INFINITY))[0]
+
+    # -- capabilities ---------------------------------------------------------------------------------
+    @property
+    def caps(self) -> frozenset[str]:
+        """The modelled capabilities (``C.MODELLED_CAPS``) the mm's task has."""
+        return frozenset(name for name in C.MODELLED_CAPS if getattr(self, name.lower()))
+
+    def set_caps(self, caps: Iterable[str]) -> None:
+        """Give the task exactly the modelled capabilities named in ``caps`` (other names in ``C.CAP_NAMES``
+        are accepted and change nothing the model checks).  ``ValueError`` for an unknown name."""
+        names = set(caps) if not isinstance(caps, str) else {caps}
+        unknown = sorted(n for n in names if n not in C.CAP_NAMES)
+        if unknown:
+            raise ValueError(f"unknown capability {unknown[0]!r} (known: CAP_IPC_LOCK, CAP_SYS_RAWIO, ...)")
+        for name in C.MODELLED_CAPS:
+            setattr(self, name.lower(), name in names)
+
+    def drop_cap(self, name: str) -> None:
+        """capset() without ``name`` in the effective, permitted and inheritable sets (the scenario op
+        ``capdrop``).  ``ValueError`` for an unknown name."""
+        if name not in C.CAP_NAMES:
+            raise ValueError(f"unknown capability {name!r}")
+        if name in C.MODELLED_CAPS:
+            setattr(self, name.lower(), False)
+
+    # -- high-water marks (include/linux/mm.h) ---------------------------------------------------------
+    def update_hiwater_vm(self) -> None:
+        """Models update_hiwater_vm(): called before an unmap lowers total_vm."""
+        self.hiwater_vm = max(self.hiwater_vm, self.total_vm)
+
+    @property
+    def hiwater_rss(self) -> int:
+        """mm->hiwater_rss: raised by update_hiwater_rss() before a zap lowers the Rss counters (the page
+        table keeps it, as it keeps the counters)."""
+        return self.pt.hiwater_rss
 
     def new_anon_vma(self) -> AnonVma:
         """anon_vma_alloc(): a new anon_vma identity."""
@@ -284,12 +329,19 @@ class MmStruct:
         return True
 
     def vm_enough_memory(self, pages: int) -> bool:
-        """Models mm/util.c: __vm_enough_memory() for the heuristic (0) and always (1) policies;
-        policy 2 uses the commit limit (overcommit_ratio 50, no swap)."""
+        """Models mm/util.c: __vm_enough_memory() (with security/commoncap.c: cap_vm_enough_memory(), which
+        asks for CAP_SYS_ADMIN): the heuristic (0) and always (1) policies; under never (2) the charge
+        must stay below the commit limit (overcommit_ratio 50, no swap), less the admin reserve for a
+        task without CAP_SYS_ADMIN and the user reserve (total_vm / 32, at most user_reserve_kbytes).
+        ``committed`` stands for the system's vm_committed_as."""
         if self.overcommit_memory == 1:
             ok = True
         elif self.overcommit_memory == 2:
-            ok = self.committed + pages <= self.totalram_pages // 2
+            allowed = self.totalram_pages * 50 // 100
+            if not self.cap_sys_admin:
+                allowed -= self.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
+            allowed -= min(self.total_vm // 32, self.user_reserve_kbytes >> (PAGE_SHIFT - 10))
+            ok = self.committed + pages < allowed
         else:
             ok = pages <= self.totalram_pages
         if ok:

@@ -25,7 +25,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MASK, VM_GROWSDOWN, VM_MAYSHARE, VM_SHARED, VM_WRITE
-from .files import DUMMY_VM_OPS, FMODE_READ, FMODE_WRITE, S_IFREG, File, VmOperations, shmem_zero_setup
+from .files import (
+    DUMMY_VM_OPS,
+    FMODE_READ,
+    FMODE_WRITE,
+    S_IFREG,
+    File,
+    ProfileFeatureError,
+    VmOperations,
+    hstate_sizelog,
+    hugetlb_file_setup,
+    shmem_zero_setup,
+)
 from .gup import mm_populate
 from .layout import get_unmapped_area, round_hint_to_min
 from .mm_types import VMA, MmStruct
@@ -42,6 +53,9 @@ from .vma import (
 if TYPE_CHECKING:
     from .driver import MmapAction
 
+#: the errno a refused driver's step "returns" inside the model so that the error exits unwind it; it never
+#: reaches the caller, who gets the ProfileFeatureError instead
+REFUSED = -errno.ENODEV
 
 def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
     """Models arch/x86/kernel/sys_x86_64.c: sys_mmap -> ksys_mmap_pgoff -> vm_mmap_pgoff -> do_mmap.
@@ -50,28 +64,46 @@ def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: in
     length &= ULONG_MASK
     offset &= ULONG_MASK
     prot &= 0xFFFFFFFF
-    flags &= 0xFFFFFFFF
+    flags &= ULONG_MASK  # an unsigned long up to do_mmap(): bits above 31 reach MAP_SHARED_VALIDATE's check
     if offset & (PAGE_SIZE - 1):
         return -errno.EINVAL
     file: File | None = None
+    huge_file: File | None = None  # the hugetlbfs file made for anonymous MAP_HUGETLB (fput() at the end)
     if not flags & C.MAP_ANONYMOUS:
-        file = mm.fdtable.get(fd if fd < (1 << 31) else -1)
+        file = mm.fdtable.get(fd & 0xFFFFFFFF)  # fget(unsigned int fd)
         if file is None:
             return -errno.EBADF
-        if flags & C.MAP_HUGETLB:
+        if file.f_op.huge_page_size:  # is_file_hugepages(): the length is rounded up to a huge page
+            length = _huge_align(length, file.f_op.huge_page_size)
+        elif flags & C.MAP_HUGETLB:
             return -errno.EINVAL
     elif flags & C.MAP_HUGETLB:
-        return -errno.ENOMEM  # hugetlb_file_setup() with no huge pages reserved
-    e = mm.probe.inject("security_mmap_file")
-    if e:
-        return e
-    populate: list[int] = []
-    with mm.locks.mmap_write():
-        ret = do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
-    if populate:
-        with mm.locks.mmap_read():
-            mm_populate(mm, ret, populate[0])
-    return ret
+        # ksys_mmap_pgoff(): the MAP_HUGE_* size must name an hstate; the mapping is of a new unlinked
+        # hugetlbfs file (hugetlb_file_setup(), which reserves nothing: acctflag VM_NORESERVE)
+        hs = hstate_sizelog((flags >> C.MAP_HUGE_SHIFT) & C.MAP_HUGE_MASK)
+        if hs is None:
+            return -errno.EINVAL
+        length = _huge_align(length, hs.size)
+        file = huge_file = hugetlb_file_setup(mm, length, hs)
+    try:
+        e = mm.probe.inject("security_mmap_file")
+        if e:
+            return e
+        populate: list[int] = []
+        with mm.locks.mmap_write():
+            ret = do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
+        if populate:
+            with mm.locks.mmap_read():
+                mm_populate(mm, ret, populate[0])
+        return ret
+    finally:
+        if huge_file is not None:
+            huge_file.refcount -= 1
+
+
+def _huge_align(length: int, size: int) -> int:
+    """ALIGN(len, huge_page_size) on an unsigned long (wraps to 0 past 2**64)."""
+    return (length + size - 1) & ~(size - 1) & ULONG_MASK
 
 
 def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, flags: int, pgoff: int,
@@ -151,6 +183,8 @@ def do_mmap(mm: MmStruct, file: File | None, addr: int, length: int, prot: int, 
             return -errno.EINVAL
     if flags & C.MAP_NORESERVE and mm.overcommit_memory != 2:
         vm_flags |= C.VM_NORESERVE
+    if flags & C.MAP_NORESERVE and file is not None and file.f_op.huge_page_size:
+        vm_flags |= C.VM_NORESERVE  # hugetlb applies strict overcommit unless MAP_NORESERVE
     ret = mmap_region(mm, file, addr, length, vm_flags, pgoff)
     if ret >= 0 and (vm_flags & C.VM_LOCKED or flags & (C.MAP_POPULATE | C.MAP_NONBLOCK) == C.MAP_POPULATE):
         if populate is not None:
@@ -168,7 +202,8 @@ class MmapState:
     ``action``) are what ``f_op->mmap_prepare`` left in the ``vm_area_desc``."""
 
     __slots__ = ("file", "addr", "end", "pglen", "pgoff", "vm_flags", "vms", "prev", "next", "charged",
-                 "transferred", "have_prepare", "vm_file", "vm_ops", "private_data", "page_prot", "action")
+                 "transferred", "have_prepare", "vm_file", "vm_ops", "private_data", "page_prot", "action",
+                 "refused")
 
     def __init__(self, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int) -> None:
         self.file = file
@@ -188,6 +223,8 @@ class MmapState:
         self.private_data: Any = None
         self.page_prot = 0
         self.action: MmapAction | None = None
+        # the driver used a feature its kernel profile lacks: unwound as a failing hook, then raised
+        self.refused: ProfileFeatureError | None = None
 
 
 def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int) -> int:
@@ -202,8 +239,8 @@ def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flag
         e = call_mmap_prepare(mm, map)
         if e:
             if prof.prepare_failure_releases_charge:
-                return _unacct_error(mm, map, e, "mmap_prepare")
-            return _abort_munmap(mm, map, e, "mmap_prepare")
+                return _refused(map, _unacct_error(mm, map, e, "mmap_prepare"))
+            return _refused(map, _abort_munmap(mm, map, e, "mmap_prepare"))
     vma: VMA | None = None
     if map.prev is not None or map.next is not None:
         vma = merge_new_range(mm, addr, map.end, map.vm_flags, map.vm_file, map.pgoff, map.prev, map.next)
@@ -211,7 +248,7 @@ def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flag
     if vma is None:
         r = __mmap_new_vma(mm, map)
         if isinstance(r, tuple):
-            return _unacct_error(mm, map, *r)
+            return _refused(map, _unacct_error(mm, map, *r))
         vma = r
     if map.have_prepare:
         # set_vma_user_defined_fields()
@@ -242,7 +279,8 @@ def __mmap_setup(mm: MmStruct, map: MmapState) -> int:
         map.prev, map.next = mm.tree.prev(map.addr), mm.tree.next(map.addr)
     if not mm.may_expand_vm(map.vm_flags, map.pglen - vms.nr_pages):
         return -errno.ENOMEM
-    if (map.vm_flags & (C.VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE:  # accountable_mapping()
+    huge = map.file is not None and map.file.f_op.huge_page_size  # hugetlb is never accountable
+    if (map.vm_flags & (C.VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE and not huge:  # accountable_mapping()
         charged = map.pglen - vms.nr_accounted
         if charged and (mm.probe.inject("vm_enough_memory") or not mm.vm_enough_memory(charged)):
             return -errno.ENOMEM
@@ -266,9 +304,12 @@ def call_mmap_prepare(mm: MmStruct, map: MmapState) -> int:
     prof = mm.profile
     desc = prof.new_desc(mm, file, map.addr, map.end, map.pgoff, map.vm_flags)
     prepare = functools.partial(file.f_op.mmap_prepare, desc)
-    e = mm.probe.inject("mmap_prepare") or int(mm.callback("mmap_prepare", prepare, desc=desc))
-    if not e:
-        e = (mm.probe.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(mm, desc)
+    try:
+        e = mm.probe.inject("mmap_prepare") or int(mm.callback("mmap_prepare", prepare, desc=desc))
+        if not e:
+            e = (mm.probe.inject("action_prepare") if prof.prepare_validates else 0) or prof.action_prepare(mm, desc)
+    except ProfileFeatureError as exc:
+        map.refused, e = exc, REFUSED
     if e:
         if desc.vm_file is not file and desc.vm_file is not None:
             desc.vm_file.refcount -= 1
@@ -309,7 +350,10 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
             vm_file.refcount += 1  # get_file(); a swapped-in file's reference is already owned
         vma.vm_ops = DUMMY_VM_OPS
         if vm_file.f_op.has_mmap and not map.have_prepare:
-            e = mm.probe.inject("mmap") or mmap_file(mm, vm_file, vma)
+            try:
+                e = mm.probe.inject("mmap") or mmap_file(mm, vm_file, vma)
+            except ProfileFeatureError as exc:  # e.g. from a stacked file's mmap_prepare (compat layer)
+                map.refused, e = exc, REFUSED
             if e:
                 if vma.vm_file is not None:
                     vma.vm_file.refcount -= 1  # fput(vma->vm_file)
@@ -331,12 +375,16 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
 
 def __mmap_complete(mm: MmStruct, map: MmapState, vma: VMA) -> None:
     """Models mm/vma.c: __mmap_complete(): finish the unmap of what was replaced, account the new
-    mapping, and drop VM_LOCKED from a special mapping (counting it in locked_vm otherwise)."""
+    mapping, and drop VM_LOCKED from a VMA that cannot be locked (counting it in locked_vm otherwise).
+
+    6.18-stable's vma_supports_mlock(): VM_SPECIAL and VM_DROPPABLE VMAs cannot be locked, so a
+    MAP_DROPPABLE mapping made under mlockall(MCL_FUTURE) loses VM_LOCKED here -- after do_mmap() decided
+    to populate it (tests/scenarios/mlockall_future_droppable_not_locked.json)."""
     if map.vms.detached:
         vms_complete_munmap_vmas(mm, map.vms)
     mm.vm_stat_account(map.vm_flags, map.pglen)
     if map.vm_flags & C.VM_LOCKED:
-        if vma.vm_flags & C.VM_SPECIAL:
+        if vma.vm_flags & (C.VM_SPECIAL | C.VM_DROPPABLE):
             vma.vm_flags &= ~C.VM_LOCKED_MASK
         else:
             mm.locked_vm += map.pglen
@@ -359,8 +407,18 @@ def _abort_munmap(mm: MmStruct, map: MmapState, e: int, what: str | None = None,
         mm.leaked_commit += lost
         mm.probe.trace("mmap", "commit charge leaked", pages=lost)
     vms_abort_munmap_vmas(mm, map.vms)
-    if what is not None:
+    if map.refused is not None:
+        mm.probe.trace("mmap", f"{what} refused by the kernel profile: {map.refused}")
+    elif what is not None:
         mm.probe.trace("mmap", f"{what} failed -{C.errname(e)}")
+    return e
+
+
+def _refused(map: MmapState, e: int) -> int:
+    """After an error exit: a driver the kernel profile refused (:class:`ProfileFeatureError`) has been
+    unwound exactly like a hook that returned an error; now the refusal reaches the caller."""
+    if map.refused is not None:
+        raise map.refused
     return e
 
 

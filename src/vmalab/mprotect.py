@@ -29,7 +29,7 @@ def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
     ENOMEM, a refused VMA with its errno; the VMAs before either stay changed."""
     start &= ULONG_MASK
     length &= ULONG_MASK
-    prot &= 0xFFFFFFFF
+    prot &= ULONG_MASK  # an unsigned long: bits above 31 fail arch_validate_prot()
     grows = prot & (C.PROT_GROWSDOWN | C.PROT_GROWSUP)
     if grows == (C.PROT_GROWSDOWN | C.PROT_GROWSUP):
         return -errno.EINVAL

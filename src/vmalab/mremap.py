@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MASK, VM_ACCOUNT, VM_LOCKED, page_align
+from .files import vma_kernel_pagesize
 from .gup import mm_populate
 from .layout import get_unmapped_area
 from .mm_types import VMA, MmStruct
@@ -139,6 +140,8 @@ def _check_prep_vma(mm: MmStruct, vrm: VmaRemap) -> int:
         return -errno.EFAULT
     if vma.vm_flags & C.VM_SEALED:
         return -errno.EPERM
+    if vma.vm_flags & C.VM_HUGETLB and not _align_hugetlb(vrm, vma):
+        return -errno.EINVAL
     vrm.set_delta()
     if not vrm.implies_new_addr():
         vrm.new_addr = vrm.addr
@@ -169,6 +172,18 @@ def _check_prep_vma(mm: MmStruct, vrm: VmaRemap) -> int:
     return 0
 
 
+def _align_hugetlb(vrm: VmaRemap, vma: VMA) -> bool:
+    """Models align_hugetlb(): both lengths are rounded up to the huge page size; the old address and
+    the new_addr argument (checked even without MREMAP_FIXED, before check_prep_vma() replaces it) must
+    be aligned to it, and a hugetlb mapping cannot grow."""
+    size = vma_kernel_pagesize(vma)
+    vrm.old_len = (vrm.old_len + size - 1) & ~(size - 1) & ULONG_MASK
+    vrm.new_len = (vrm.new_len + size - 1) & ~(size - 1) & ULONG_MASK
+    if (vrm.addr | vrm.new_addr) & (size - 1):
+        return False
+    return vrm.new_len <= vrm.old_len
+
+
 # ------------------------------------------------------------------------------------------------
 # resize at the same address
 def _mremap_at(mm: MmStruct, vrm: VmaRemap) -> int:
@@ -182,8 +197,11 @@ def _mremap_at(mm: MmStruct, vrm: VmaRemap) -> int:
 
 
 def _shrink_vma(mm: MmStruct, vrm: VmaRemap) -> int:
-    """Models shrink_vma(): unmap [addr + new_len, addr + old_len) and look the VMA up again."""
+    """Models shrink_vma(): unmap [addr + new_len, addr + old_len) and look the VMA up again.
+    do_vmi_munmap() checks the range first: past TASK_SIZE is EINVAL."""
     start = vrm.addr + vrm.new_len
+    if start > TASK_SIZE or vrm.delta > TASK_SIZE - start:
+        return -errno.EINVAL
     e = do_vmi_munmap(mm, start, start + vrm.delta)
     vrm.vma = None
     if e:
@@ -456,8 +474,8 @@ def _remap_move(mm: MmStruct, vrm: VmaRemap) -> int:
 
 def _vma_multi_allowed(vma: VMA) -> bool:
     """Models vma_multi_allowed(): a file whose own get_unmapped_area might not honour MAP_FIXED
-    (other than shmem and thp_get_unmapped_area) cannot be part of a multi-VMA move."""
+    (other than shmem, hugetlb and thp_get_unmapped_area) cannot be part of a multi-VMA move."""
     f = vma.vm_file
     if f is None or f.f_op.get_unmapped_area is None:
         return True
-    return f.f_op.get_unmapped_area in ("shmem", "thp")
+    return f.f_op.get_unmapped_area in ("shmem", "thp", "hugetlb")

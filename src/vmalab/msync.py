@@ -2,15 +2,16 @@
 
 Models mm/msync.c of Linux 6.18.  Writeback is not modelled (the page cache is the file's content here),
 so msync only decides its return value: the flag and alignment checks, ENOMEM for unmapped parts of the
-range (MS_ASYNC alone gives up at the first hole, the other forms go on and report ENOMEM at the end), and
-EBUSY for MS_INVALIDATE on an mlocked VMA, which ends the walk.
+range (MS_ASYNC alone gives up at the first hole, the other forms go on and report ENOMEM at the end),
+EBUSY for MS_INVALIDATE on an mlocked VMA, which ends the walk, and EINVAL for MS_SYNC on a shared mapping
+of a file without ``->fsync`` (``FileOperations.has_fsync``: secretmem, devices).
 """
 
 from __future__ import annotations
 
 import errno
 
-from .constants import MSYNC_NAMES, PAGE_SIZE, ULONG_MASK, VM_LOCKED, page_align
+from .constants import MSYNC_NAMES, PAGE_SIZE, ULONG_MASK, VM_LOCKED, VM_SHARED, page_align
 from .mm_types import MmStruct
 
 MS_ASYNC = MSYNC_NAMES["MS_ASYNC"]
@@ -52,6 +53,11 @@ def sys_msync(mm: MmStruct, addr: int, length: int, flags: int) -> int:
             unmapped_error = -errno.ENOMEM
         if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
             return -errno.EBUSY
+        f = vma.vm_file
+        if flags & MS_SYNC and f is not None and vma.vm_flags & VM_SHARED and not f.f_op.has_fsync:
+            # vfs_fsync_range() on a file without ->fsync (secretmem, devices): its error ends the walk and
+            # replaces an ENOMEM for a hole before it
+            return -errno.EINVAL
         start = vma.vm_end
         if start >= end:
             return unmapped_error

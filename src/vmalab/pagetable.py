@@ -15,6 +15,9 @@ ZERO = "zero"
 GUARD = "guard"  # a guard-region marker PTE (MADV_GUARD_INSTALL): not a page, faults with SIGSEGV
 PFN = "pfn"  # a special PTE installed by remap_pfn_range(): no struct page (not counted in Rss)
 KERNEL = "kernel"  # a kernel page inserted into a VM_MIXEDMAP VMA by vm_insert_pages() (counted in Rss)
+NOT_IN_RSS = (ZERO, GUARD, PFN)  # vm_normal_page() gives no page for these: not counted in Rss
+PTRS_PER_PTE = 512  # PTEs per table: one table maps a 2 MiB region
+PTE_SHIFT = 9
 
 
 class Page:
@@ -53,10 +56,15 @@ class PageTable:
     Ordered (``SortedDict``) so that a range can be zapped or counted in O(log n + k).
     """
 
-    __slots__ = ("_ptes",)
+    __slots__ = ("_ptes", "rss", "hiwater_rss", "tables")
 
     def __init__(self) -> None:
         self._ptes: SortedDict = SortedDict()
+        self.rss = 0  # PTEs counted in Rss (get_mm_rss(): not the zero page, guard markers or raw PFNs)
+        self.hiwater_rss = 0  # update_hiwater_rss(): the peak of rss, raised before every zap lowers it
+        # the 2 MiB regions (vpn >> 9) that have a PTE table (pmd_none() is false); a table outlives its
+        # PTEs until free_pgtables() or PT_RECLAIM frees it
+        self.tables: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._ptes)
@@ -70,8 +78,23 @@ class PageTable:
             return
         if old is not None:
             old.mapcount -= 1
+            self.rss -= old.kind not in NOT_IN_RSS
         page.mapcount += 1
+        self.rss += page.kind not in NOT_IN_RSS
         self._ptes[vpn] = page
+        self.tables.add(vpn >> PTE_SHIFT)
+
+    def has_table(self, vpn: int) -> bool:
+        """Whether the 2 MiB region of ``vpn`` has a PTE table (its PMD entry is not none)."""
+        return vpn >> PTE_SHIFT in self.tables
+
+    def reclaim_empty_tables(self, start_vpn: int, end_vpn: int) -> None:
+        """Models mm/pt_reclaim.c (CONFIG_PT_RECLAIM) as zap_pte_range() uses it for a zap with
+        ``reclaim_pt`` (MADV_DONTNEED): the table of each 2 MiB region the range covers whole goes when no
+        entry is left in it (a guard marker keeps it)."""
+        for t in range((start_vpn + PTRS_PER_PTE - 1) >> PTE_SHIFT, end_vpn >> PTE_SHIFT):
+            if t in self.tables and not self.items(t << PTE_SHIFT, (t + 1) << PTE_SHIFT):
+                self.tables.discard(t)
 
     def items(self, start_vpn: int, end_vpn: int) -> list[tuple[int, Page]]:
         """The PTEs in ``[start_vpn, end_vpn)``."""
@@ -82,9 +105,17 @@ class PageTable:
         """zap_page_range_single(): unmap every PTE in the range; returns how many were present."""
         d = self._ptes
         keys = list(d.irange(start_vpn, end_vpn, inclusive=(True, False)))
-        for k in keys:
-            d.pop(k).mapcount -= 1
+        self._unmap(keys)
         return len(keys)
+
+    def _unmap(self, keys: list[int]) -> None:
+        """Drop the PTEs ``keys``, raising the Rss high-water mark first (update_hiwater_rss())."""
+        d = self._ptes
+        self.hiwater_rss = max(self.hiwater_rss, self.rss)
+        for k in keys:
+            p = d.pop(k)
+            p.mapcount -= 1
+            self.rss -= p.kind not in NOT_IN_RSS
 
     def zap_except_guards(self, start_vpn: int, end_vpn: int) -> int:
         """zap_page_range_single() as madvise (DONTNEED ...) and truncate_pagecache() use it: unmap every
@@ -92,8 +123,7 @@ class PageTable:
         unmapped (guard markers not counted)."""
         d = self._ptes
         keys = [k for k in d.irange(start_vpn, end_vpn, inclusive=(True, False)) if d[k].kind != GUARD]
-        for k in keys:
-            d.pop(k).mapcount -= 1
+        self._unmap(keys)
         return len(keys)
 
     def move(self, src_vpn: int, dst_vpn: int, npages: int) -> None:
@@ -103,6 +133,15 @@ class PageTable:
             del self._ptes[k]
         for k, p in moved:
             self._ptes[k] = p
+        # each part of the source whose region has a table gets one at the destination; a whole, aligned
+        # 2 MiB region moves its table itself (move_normal_pmd())
+        end = src_vpn + npages
+        for t in sorted(t for t in self.tables if src_vpn >> PTE_SHIFT <= t <= (end - 1) >> PTE_SHIFT):
+            lo, hi = max(src_vpn, t << PTE_SHIFT), min(end, (t + 1) << PTE_SHIFT)
+            d_lo = lo - src_vpn + dst_vpn
+            if hi - lo == PTRS_PER_PTE and not d_lo & (PTRS_PER_PTE - 1) and d_lo >> PTE_SHIFT not in self.tables:
+                self.tables.discard(t)
+            self.tables.update(range(d_lo >> PTE_SHIFT, ((hi - 1 - src_vpn + dst_vpn) >> PTE_SHIFT) + 1))
 
     def all_items(self) -> list[tuple[int, Page]]:
         return list(self._ptes.items())

@@ -12,9 +12,9 @@ import re
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE
 from .fdtable import FILE_KINDS
-from .files import GENERIC_FILE_VM_OPS, File, Inode, SpecialMappingOps
+from .files import GENERIC_FILE_VM_OPS, File, Inode, SpecialMappingOps, vma_kernel_pagesize
 from .mm_types import VMA, MmStruct
-from .pagetable import GUARD, PFN, ZERO
+from .pagetable import ANON, GUARD, PFN, ZERO
 
 # smaps counts the pages vm_normal_page() returns: not the zero page, guard markers or raw PFNs
 NOT_IN_RSS = (ZERO, GUARD, PFN)
@@ -99,7 +99,9 @@ def smaps_entry(mm: MmStruct, vma: VMA) -> dict[str, int | str]:
     rss = rss_pages(mm, vma) * 4
     anon = sum(1 for _, p in mm.pt.items(vma.vm_start >> 12, vma.vm_end >> 12) if p.kind == "anon") * 4
     pss = pss_bytes(mm, vma) >> 10
-    return {"Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Pss": pss, "Anonymous": anon,
+    page_kb = vma_kernel_pagesize(vma) >> 10  # KernelPageSize, and MMUPageSize (the same on x86)
+    return {"Size": (vma.vm_end - vma.vm_start) >> 10, "KernelPageSize": page_kb, "MMUPageSize": page_kb,
+            "Rss": rss, "Pss": pss, "Anonymous": anon,
             "Locked": pss if vma.vm_flags & C.VM_LOCKED else 0, "VmFlags": C.vmflags_str(vma.vm_flags)}
 
 
@@ -113,11 +115,54 @@ def smaps(mm: MmStruct) -> str:
                     "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced", "Anonymous", "KSM",
                     "LazyFree", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb",
                     "Private_Hugetlb", "Swap", "SwapPss", "Locked"):
-            val = e.get(key, 4 if key in ("KernelPageSize", "MMUPageSize") else 0)
+            val = e.get(key, 0)
             out.append(f"{key + ':':<16}{val:>8} kB")
         out.append(f"THPeligible:    {0:>8}")
         out.append(f"VmFlags: {e['VmFlags']} ".rstrip(" ") + " ")
     return "\n".join(out) + "\n"
+
+
+#: the memory lines of /proc/PID/status, in the kernel's order (task_mem())
+STATUS_FIELDS = ("VmPeak", "VmSize", "VmLck", "VmPin", "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmData",
+                 "VmStk", "VmExe", "VmLib", "VmPTE", "VmSwap")
+
+
+def task_mem(mm: MmStruct) -> dict[str, int]:
+    """Models fs/proc/task_mmu.c: task_mem(): the memory lines of ``/proc/PID/status`` (kB), from the mm's
+    counters: VmPeak/VmHWM are the high-water marks (max of hiwater_vm/hiwater_rss and the current value),
+    VmSize total_vm, VmLck locked_vm, VmPin 0 (nothing is pinned), VmData data_vm, VmStk stack_vm,
+    RssAnon/RssFile/RssShmem the Rss counters by kind (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES).
+
+    The model has no start_code/end_code: VmExe counts the executable VMAs of the lowest file mapping
+    (the program image), VmLib the rest of exec_vm.  VmPTE counts the page-table pages (PTE, PMD and PUD
+    tables, not the PGD) of the regions that have a PTE table (``PageTable.tables``).  No swap."""
+    anon = file = shmem = 0
+    exe: File | None = None
+    text = 0
+    for v in mm.tree:
+        if exe is None and v.vm_file is not None:
+            exe = v.vm_file
+        if v.vm_file is exe and exe is not None and v.vm_flags & C.VM_EXEC:
+            text += v.pages
+        is_shmem = v.vm_file is not None and v.vm_file.f_op.fault_style == "shmem"
+        for _, p in mm.pt.items(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT):
+            if p.kind in NOT_IN_RSS:
+                continue
+            if p.kind == ANON:
+                anon += 1
+            elif is_shmem:
+                shmem += 1
+            else:
+                file += 1
+    rss = anon + file + shmem
+    pte_tables = mm.pt.tables  # the 2 MiB regions with a PTE table; each PMD table covers 512 of them
+    tables = len(pte_tables) + len({t >> 9 for t in pte_tables}) + len({t >> 18 for t in pte_tables})
+    exe_pages = min(text, mm.exec_vm)
+    pages = {"VmPeak": max(mm.hiwater_vm, mm.total_vm), "VmSize": mm.total_vm, "VmLck": mm.locked_vm, "VmPin": 0,
+             "VmHWM": max(mm.hiwater_rss, rss), "VmRSS": rss, "RssAnon": anon, "RssFile": file, "RssShmem": shmem,
+             "VmData": mm.data_vm, "VmStk": mm.stack_vm, "VmExe": exe_pages, "VmLib": mm.exec_vm - exe_pages,
+             "VmPTE": tables, "VmSwap": 0}
+    return {k: pages[k] << (PAGE_SHIFT - 10) for k in STATUS_FIELDS}
 
 
 # -------------------------------------------------------------------------------------------------------

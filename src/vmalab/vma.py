@@ -402,6 +402,12 @@ def vms_clean_up_area(mm: MmStruct, vms: VmaMunmap) -> None:
         mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
         if v.vm_ops is not None:
             mm.callback("close", functools.partial(v.vm_ops.close, v), vma=v)
+    # free_pgtables(): the PTE table of each 2 MiB region that no remaining VMA touches goes too
+    for v in vms.detached:
+        lo, hi = v.vm_start // C.PMD_SIZE, (v.vm_end - 1) // C.PMD_SIZE
+        for t in [t for t in mm.pt.tables if lo <= t <= hi]:
+            if mm.tree.find_intersection(t * C.PMD_SIZE, (t + 1) * C.PMD_SIZE) is None:
+                mm.pt.tables.discard(t)
     vms.cleared = True
 
 
@@ -409,6 +415,7 @@ def vms_complete_munmap_vmas(mm: MmStruct, vms: VmaMunmap) -> None:
     """Models mm/vma.c: vms_complete_munmap_vmas(): the point of no return of an unmap."""
     if not vms.cleared:
         vms_clean_up_area(mm, vms)
+    mm.update_hiwater_vm()  # before total_vm is lowered
     for v in vms.detached:
         release_vma(mm, v)
 

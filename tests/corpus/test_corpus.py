@@ -9,13 +9,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 
 from vmalab.execute import run_on_model
 from vmalab.scenario import compare_results, load_scenario
 
-from ..conftest import corpus_paths, live_release, load_json, needs_linux
+from ..conftest import (
+    ROOT,
+    caps_difference,
+    corpus_paths,
+    live_release,
+    load_json,
+    needs_linux,
+    numeric_release,
+    release_matches,
+    skip_live,
+)
 
 PATHS = corpus_paths()
 IDS = [os.path.basename(p)[:-5] for p in PATHS]
@@ -36,20 +49,72 @@ def test_model_agrees_with_recording(path: str) -> None:
     scn = load_scenario(path)
     rec = _recording(path)
     assert rec["name"] == scn.name
-    got = run_on_model(scn, initial_maps=rec["env"].get("initial_maps"), validate=True)
+    got = run_on_model(scn, initial_maps=rec["env"].get("initial_maps"), validate=True, caps=rec["env"].get("caps"))
     diffs = compare_results(rec, got)
     assert not diffs, "\n".join(diffs[:20])
 
 
 @needs_linux
+@pytest.mark.live
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
-def test_recording_matches_live_kernel(path: str) -> None:
+def test_recording_matches_live_kernel(path: str, request: pytest.FixtureRequest) -> None:
+    """Compared whenever the live kernel has the recording's numeric release (the build suffix, e.g.
+    ``-fc-v595`` vs ``-fc-v669``, does not change behaviour); skips are listed in the test summary."""
     from vmalab.oracle.kernel import run_on_kernel
 
     rec = _recording(path)
     recorded = rec["env"]["kernel"]
-    if live_release() != recorded:
-        pytest.skip(f"recorded on {recorded}, live kernel is {live_release()}: re-record to compare")
+    if not release_matches(recorded, live_release()):
+        skip_live(request, recorded, f"recorded on {numeric_release(recorded) or recorded}, the live kernel is "
+                  f"{numeric_release(live_release()) or live_release()}: re-record to compare")
     live = run_on_kernel(load_scenario(path))
+    why = caps_difference(rec["env"], live["env"])
+    if why:
+        skip_live(request, recorded, f"privileges differ: {why}")
     diffs = compare_results(rec, live)
     assert not diffs, f"live kernel {live_release()} differs from the recording:\n" + "\n".join(diffs[:20])
+
+
+@pytest.mark.parametrize("recorded, live, same", [
+    ("6.18.44-fc-v595", "6.18.44-fc-v669", True),   # the build suffix does not decide behaviour
+    ("6.18.44-fc-v669", "6.18.44-fc-v669", True),
+    ("6.18.44", "6.18.44-1-generic", True),
+    ("6.18.44-fc-v669", "6.18.45-fc-v669", False),  # a stable update may change behaviour
+    ("6.18.44", "6.19.0", False),
+    ("6.18", "6.18.0-rc1", True),
+    ("6.18.44", None, False),                        # no live kernel (not Linux)
+    ("model-6.18", "6.18.44", False),                # not a kernel release
+    ("", "", False),
+])
+def test_release_matching(recorded: str, live: str | None, same: bool) -> None:
+    assert release_matches(recorded, live) is same
+    assert numeric_release("6.18.44-fc-v669") == "6.18.44"
+    assert numeric_release("6.18-rc3") == "6.18.0"
+    assert numeric_release("Darwin") is None
+
+
+@needs_linux
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_skipped_live_checks_are_reported_and_fail_ci(tmp_path: Any, ci: str) -> None:
+    """The test summary lists skipped live-kernel checks with their reasons; with CI set, a skip of a check
+    that could have run (Linux, the recording's numeric release) fails the run."""
+    test = tmp_path / "test_live_skips.py"
+    test.write_text(
+        "import pytest\n"
+        "from tests.conftest import live_release, skip_live\n\n"
+        "@pytest.mark.live\n"
+        "def test_other_release(request):\n"
+        "    skip_live(request, '1.2.3-old', 'recorded on 1.2.3, the live kernel is newer')\n\n"
+        "@pytest.mark.live\n"
+        "def test_same_release(request):\n"
+        "    skip_live(request, live_release().split('-')[0] + '-other-build', 'privileges differ: none')\n\n"
+        "def test_plain():\n"
+        "    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": ci} if ci else {})
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                           str(test)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout
+    assert "live-kernel checks skipped" in out, out
+    assert "2 live-kernel checks skipped" in out and "1 x recorded on 1.2.3" in out and "1 x privileges" in out
+    assert "1 of them could have run" in out
+    assert proc.returncode == (1 if ci else 0), out

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,192 @@ def test_all_profiles_and_profiles_list() -> None:
     assert r.returncode == 0 and "seed-v3" in r.stdout and "finish" in r.stdout
     r = vmalab("run", "--kernel-profile", "9.9", path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+# --- bad input: one-line errors naming the file and the op (issue 10) --------------------------------------
+def cli(*args: str) -> Any:
+    """Run the CLI in-process (click's CliRunner); the result has exit_code, stdout and stderr."""
+    from click.testing import CliRunner
+
+    from vmalab.cli import main
+    return CliRunner().invoke(main, list(args))
+
+
+def one_line_error(r: Any, *needles: str) -> None:
+    assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr, r.exception)
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vmalab: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+MALFORMED_FILES = {
+    "json_int_of_5000_digits": ('{"name": "x", "ops": [{"op": "munmap", "addr": "base+0", "len": ' + "1" * 5000
+                                + "}]}", "op 0: munmap.len"),
+    "string_of_5000_digits": (json.dumps({"name": "x", "ops": [{"op": "munmap", "addr": "base+0", "len": "1" * 5000}]}),
+                              "op 0: munmap.len"),
+    "deep_nesting": ('{"name": "x", "ops": [' + "[" * 100000 + "]" * 100000 + "]}", "nested too deeply"),
+    "leading_zero": (json.dumps({"name": "x", "ops": [{"op": "munmap", "addr": "base+0", "len": "08"}]}),
+                     "op 0: munmap.len: cannot parse size '08'"),
+    "list_as_op_name": (json.dumps({"name": "x", "ops": [{"op": ["munmap"], "addr": "base+0", "len": "4K"}]}),
+                        "op 0: unknown op ['munmap']"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_FILES))
+def test_malformed_scenario_files_give_one_line_errors(tmp_path: Any, case: str) -> None:
+    text, needle = MALFORMED_FILES[case]
+    p = write(tmp_path, text)
+    for cmd in (["run"], ["maps"], ["diff", "--expected", p]):
+        one_line_error(cli(*cmd, p), p + ": ", needle)
+
+
+ESCAPES = ('{"name": "n\\ud800\\u001b[31mRED\\u009b", "ops": [{"op": "vma_count", "note": "\\udc80\\u001b]0;t\\u0007"},'
+           ' {"op": "munmap", "addr": "base+0", "len": "4K", "note": "tab\\there\\u202e"}]}')
+
+
+def test_run_escapes_control_characters_and_lone_surrogates(tmp_path: Any) -> None:
+    """``name`` and ``note`` are printed escaped: no terminal escape sequence, no lone surrogate reaches the
+    terminal (a real process's stdout, not CliRunner's)."""
+    r = vmalab("run", write(tmp_path, ESCAPES))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\x9b" not in r.stdout and "\u202e" not in r.stdout
+    assert "# n\\ud800\\x1b[31mRED\\x9b " in r.stdout
+    assert "# \\udc80\\x1b]0;t\\x07" in r.stdout and "tab\\x09here\\u202e" in r.stdout
+    r = cli("run", write(tmp_path, ESCAPES))
+    assert r.exit_code == 0 and r.exception is None, repr(r.exception)
+    r = cli("run", "--json", write(tmp_path, ESCAPES))
+    assert r.exit_code == 0 and json.loads(r.stdout)["name"] == "n\ud800\x1b[31mRED\x9b"
+
+
+def test_errors_escape_the_path_and_values(tmp_path: Any) -> None:
+    bad = json.dumps({"name": "x", "ops": [{"op": "munmap", "addr": "base+0", "len": "\x1b[2J"}]})
+    r = cli("run", write(tmp_path, bad, "evil\x1b[2J.json"))
+    one_line_error(r, "evil\\x1b[2J.json: op 0: munmap.len")
+    assert "\x1b" not in r.stderr
+
+
+def test_one_vma_is_singular(tmp_path: Any) -> None:
+    p = write(tmp_path, {"name": "x", "ops": [
+        {"op": "mmap", "addr": "base+0", "len": "4K", "prot": 3, "flags": "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED"},
+        {"op": "snapshot"}, {"op": "munmap", "addr": "base+0", "len": "4K"}, {"op": "snapshot"}]})
+    out = cli("run", p).stdout
+    assert " -> 1 VMA\n" in out and " -> 0 VMAs\n" in out and "1 VMAs" not in out
+
+
+def test_model_errors_name_the_file_and_the_op(tmp_path: Any) -> None:
+    p = write(tmp_path, {"name": "x", "ops": [{"op": "vma_count"},
+                                              {"op": "munmap", "addr": "map:nosuch", "len": "4K"}]})
+    for cmd in ("run", "maps"):
+        one_line_error(cli(cmd, p), p + ": op 1 (munmap): ", "no VMA named 'nosuch'")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["run", "--kernel", "--all-profiles"], "--kernel cannot be combined with --all-profiles"),
+    (["run", "--kernel", "--kernel-profile", "7.1"], "--kernel cannot be combined with --kernel-profile"),
+    (["run", "--all-profiles", "--kernel-profile", "7.1"], "--all-profiles cannot be combined with --kernel-profile"),
+    (["run", "--json", "--trace"], "--json cannot be combined with --trace"),
+    (["run", "--all-profiles", "--json", "--trace"], "--json cannot be combined with --trace"),
+])
+def test_conflicting_options_are_refused(tmp_path: Any, args: list[str], needle: str) -> None:
+    one_line_error(cli(*args, write(tmp_path, GOOD)), needle)
+
+
+def test_explore_refuses_all_profiles_with_kernel_profile() -> None:
+    one_line_error(cli("explore", "devmem", "--all-profiles", "--kernel-profile", "7.1"),
+                   "--all-profiles cannot be combined with --kernel-profile")
+
+
+def _recording_of_good(tmp_path: Any) -> dict[str, Any]:
+    res: dict[str, Any] = json.loads(cli("run", "--json", write(tmp_path, GOOD)).stdout)
+    return res
+
+
+@pytest.mark.parametrize(("expected", "needle"), [
+    (GOOD, "not a recorded result: no 'results' (this is a scenario"),
+    ([1, 2], "not a recorded result: a JSON list"),
+    ("unknown_op", "results[1]: unknown op 'explode'"),
+    ("results_not_a_list", "'results' must be a list"),
+    ("vma_not_an_object", "results[2].vmas: must be a list of VMA objects"),
+    ("args_not_an_object", "results[0]: 'args' must be an object"),
+    ("initial_maps_not_text", "'initial_maps' is a text"),
+    ("initial_maps_garbage", "initial maps: maps line 1: cannot parse"),
+    ("{bad json", "not valid JSON"),
+])
+def test_diff_expected_bad_recordings(tmp_path: Any, expected: Any, needle: str) -> None:
+    p = write(tmp_path, GOOD)
+    rec = _recording_of_good(tmp_path)
+    if expected == "unknown_op":
+        rec["results"][1]["op"] = "explode"
+    elif expected == "results_not_a_list":
+        rec["results"] = 5
+    elif expected == "vma_not_an_object":
+        rec["results"][2]["vmas"] = [1]
+    elif expected == "args_not_an_object":
+        rec["results"][0]["args"] = [1]
+    elif expected == "initial_maps_not_text":
+        rec["env"]["initial_maps"] = 5
+    elif expected == "initial_maps_garbage":
+        rec["env"]["initial_maps"] = "garbage\n"
+    else:
+        rec = expected
+    q = write(tmp_path, rec, "rec.kernel.json")
+    r = cli("diff", p, "--expected", q)
+    one_line_error(r, needle)
+    if "initial maps" not in needle:
+        assert q + ": " in r.stderr
+    else:
+        assert p + ": " in r.stderr
+
+
+def test_diff_agreement_line_counts_ops(tmp_path: Any) -> None:
+    one = {"name": "one", "ops": [{"op": "vma_count"}]}
+    p = write(tmp_path, one)
+    q = write(tmp_path, json.loads(cli("run", "--json", p).stdout), "one.kernel.json")
+    r = cli("diff", p, "--expected", q)
+    assert r.exit_code == 0 and "one: agrees (1 op)" in r.stdout
+
+
+def test_model_limits_are_one_line_errors(tmp_path: Any) -> None:
+    """A 200-byte file that would make the model populate 64 GiB, and a repeat that never stops: each is
+    stopped by a limit of the run, with a one-line error naming the file and the op."""
+    populate = write(tmp_path, {"name": "pop", "ops": [
+        {"op": "mmap", "addr": None, "len": "64G", "prot": "PROT_READ|PROT_WRITE",
+         "flags": "MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE|MAP_POPULATE"}]}, "pop.json")
+    one_line_error(cli("run", populate), populate + ": op 0 (mmap): ", "more than 262144 pages (--max-resident)")
+    one_line_error(cli("run", "--max-resident", "100", populate), "more than 100 pages")
+    forever = write(tmp_path, {"name": "forever", "ops": [
+        {"op": "mmap", "addr": "base+0", "len": "4K", "prot": 1, "flags": "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED"},
+        {"op": "repeat", "count": (1 << 64) - 1, "step": 0,
+         "body": {"op": "mprotect", "addr": "base+0", "len": "4K", "prot": "PROT_READ"}}]}, "forever.json")
+    one_line_error(cli("run", "--max-iterations", "1000", forever), forever + ": op 1 (repeat): ",
+                   "more than 1000 repeat iterations in one run (--max-iterations)")
+    one_line_error(cli("maps", "--max-iterations", "10", forever), "op 1 (repeat)")
+
+
+@needs_linux
+def test_record_a_glob_skips_recordings_and_model_only_and_goes_on(tmp_path: Any) -> None:
+    """``vmalab record DIR/*.json``: recordings and model-only scenarios are skipped with a note, an error
+    names its file and the next file is still recorded; the exit status says something failed.  (Tmp copies:
+    the corpus is never re-recorded by a test.)"""
+    import shutil
+    d = str(tmp_path)
+    for name in ("merge_anon_fill_gap_3way.json", "merge_anon_fill_gap_3way.kernel.json",
+                 "driver_devmem_remap.json"):
+        shutil.copy(os.path.join(SCENARIO_DIR, name), d)
+    write(tmp_path, {"name": "x", "ops": [{"op": "munmap", "addr": "base+0", "len": "08"}]}, "b_broken.json")
+    write(tmp_path, GOOD, "z_good.json")
+    os.remove(os.path.join(d, "merge_anon_fill_gap_3way.kernel.json"))
+    shutil.copy(os.path.join(SCENARIO_DIR, "merge_anon_fill_gap_3way.kernel.json"), os.path.join(d, "a.kernel.json"))
+    paths = sorted(os.path.join(d, f) for f in os.listdir(d))
+    r = cli("record", *paths)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert f"skipped {os.path.join(d, 'a.kernel.json')}: a recording" in r.stdout
+    assert f"skipped {os.path.join(d, 'driver_devmem_remap.json')}: model-only" in r.stdout
+    assert f"vmalab: error: {os.path.join(d, 'b_broken.json')}: op 0: munmap.len" in r.stderr
+    assert os.path.exists(os.path.join(d, "merge_anon_fill_gap_3way.kernel.json"))
+    assert os.path.exists(os.path.join(d, "z_good.kernel.json"))
+    assert not os.path.exists(os.path.join(d, "driver_devmem_remap.kernel.json"))
+    assert "1 of 5 files failed" in r.stderr

@@ -6,6 +6,11 @@ probes), independent of the model.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -415,3 +420,229 @@ def test_mincore_over_a_huge_range_and_map_names() -> None:
     vec = res[2]["vec"]
     assert len(vec) == (2 << 30) // 4096 + 2
     assert vec.count("1") >= 1 and vec[-1] == "1" and vec[0] == "0"
+
+
+# --- format 1.1 on the live kernel -------------------------------------------------------------------------
+def test_status_capdrop_and_fail_addr() -> None:
+    """status gives the 15 memory lines of /proc/self/status; capdrop drops a capability for the rest of the
+    run (env.caps: what the runner started with); a stopped repeat has fail_addr and "fail+X" uses it."""
+    r = run([
+        mmap("base+0", "64K"),
+        {"op": "status"},
+        {"op": "capdrop", "cap": "CAP_IPC_LOCK"},
+        {"op": "setrlimit", "resource": "RLIMIT_MEMLOCK", "value": "8K"},
+        {"op": "repeat", "count": 100, "step": "4K", "body": {"op": "mlock", "addr": "base+0", "len": "4K"}},
+        {"op": "munlock", "addr": "fail-4K", "len": "4K"},
+        {"op": "status"},
+    ], timeout=30)
+    res = r["results"]
+    st = res[1]["status"]
+    assert list(st) == ["VmPeak", "VmSize", "VmLck", "VmPin", "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem",
+                        "VmData", "VmStk", "VmExe", "VmLib", "VmPTE", "VmSwap"]
+    assert (res[1]["ret"], res[1]["errno"], st["VmLck"], st["VmPin"]) == (0, None, 0, 0)
+    assert (res[2]["ret"], res[2]["errno"]) == (0, None)
+    assert (res[4]["ret"], res[4]["errno"], res[4]["failed_at"], res[4]["fail_addr"]) == (2, "ENOMEM", 2, "base+0x2000")
+    assert res[6]["status"]["VmLck"] == 4 and res[6]["status"]["VmSize"] == st["VmSize"]
+    assert "CAP_IPC_LOCK" in r["env"]["caps"] and r["env"]["vm_peak_kb"] >= st["VmSize"]
+
+
+def test_fail_address_without_a_stopped_repeat_is_an_error() -> None:
+    from vmalab.execute import ModelUnsupported, run_on_model
+    scn = parse_scenario({"name": "nofail", "ops": [
+        {"op": "repeat", "count": 2, "step": "4K", "body": {"op": "munmap", "addr": "base+0", "len": "4K"}},
+        {"op": "munmap", "addr": "fail+0", "len": "4K"}]})
+    with pytest.raises(KernelRunnerError, match=r"op 1 \(munmap\): fail\+X: the most recent repeat did not stop"):
+        run_on_kernel(scn, timeout=30)
+    with pytest.raises(ModelUnsupported, match=r"fail\+X: the most recent repeat did not stop"):
+        run_on_model(scn)
+
+
+def test_scenario_timeout_bounds_the_live_run_and_the_model() -> None:
+    """The top-level "timeout" (format 1.1) is the live runner's limit, and the model honours it too."""
+    from vmalab.execute import ModelLimitExceeded, run_on_model
+    scn = parse_scenario({"name": "slow", "timeout": 0.5, "ops": [
+        mmap("base+0", "4K"),
+        {"op": "repeat", "count": 10**12, "step": 0,
+         "body": {"op": "mprotect", "addr": "base+0", "len": "4K", "prot": "PROT_READ"}}]})
+    t0 = time.monotonic()
+    with pytest.raises(KernelRunnerError, match=r"timed out after 0\.5 s"):
+        run_on_kernel(scn)
+    with pytest.raises(ModelLimitExceeded, match=r"op 1 \(repeat\): the model run timed out after 0\.5 s"):
+        run_on_model(scn)
+    assert time.monotonic() - t0 < 20
+
+
+# --- privileges ------------------------------------------------------------------------------------------
+def test_unprivileged_runner_and_model_agree() -> None:
+    """--unprivileged: the runner drops every capability before the first op (env.caps is empty), so
+    RLIMIT_MEMLOCK and mmap_min_addr bind; the model started without capabilities gives the same result."""
+    from vmalab.execute import run_on_model
+    from vmalab.scenario import compare_results
+    scn = parse_scenario({"name": "unpriv", "window": False, "rlimit_stack": "8M", "ops": [
+        {"op": "setrlimit", "resource": "RLIMIT_MEMLOCK", "value": "16K"},
+        mmap("map:[vvar]-1M", "64K"),
+        {"op": "mlock", "addr": "map:[vvar]-1M", "len": "64K"},
+        {"op": "mlock", "addr": "map:[vvar]-1M", "len": "8K"},
+        mmap("abs:0x0", "4K", prot="PROT_READ"),
+        {"op": "setrlimit", "resource": "RLIMIT_MEMLOCK", "value": "16K", "max": "32M"},
+        {"op": "status"},
+        {"op": "munmap", "addr": "map:[vvar]-1M", "len": "64K"}]})
+    r = run_on_kernel(scn, unprivileged=True, timeout=30)
+    assert r["env"]["caps"] == [] and r["env"]["unprivileged"] is True
+    res = r["results"]
+    assert [(x["ret"], x["errno"]) for x in res[2:6]] == [(-1, "ENOMEM"), (0, None), (-1, "EPERM"), (-1, "EPERM")]
+    m = run_on_model(scn, initial_maps=r["env"]["initial_maps"], validate=True, caps=r["env"]["caps"])
+    assert compare_results(r, m) == []
+    root = run_on_model(scn, initial_maps=r["env"]["initial_maps"], validate=True)
+    assert compare_results(r, root)  # the privileged model differs: privileges must match
+
+
+def test_cli_diff_unprivileged(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from vmalab.cli import main
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"name": "cli_unpriv", "ops": [
+        {"op": "setrlimit", "resource": "RLIMIT_MEMLOCK", "value": "8K"}, mmap("base+0", "64K"),
+        {"op": "mlock", "addr": "base+0", "len": "64K"}]}))
+    out = CliRunner().invoke(main, ["diff", "--unprivileged", str(path)])
+    assert out.exit_code == 0 and "agrees" in out.output, out.output
+    out = CliRunner().invoke(main, ["run", "--unprivileged", "--json", str(path)])
+    assert json.loads(out.output)["results"][2]["errno"] == "ENOMEM"
+    out = CliRunner().invoke(main, ["run", "--json", str(path)])
+    assert json.loads(out.output)["results"][2]["errno"] is None  # root: CAP_IPC_LOCK
+
+
+# --- host safety -----------------------------------------------------------------------------------------
+def _runner_children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (zombies count as gone)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_runner_dies_with_its_parent(tmp_path: Any) -> None:
+    """SIGTERM to `vmalab run --kernel` (a CI timeout) must not leave the C runner running."""
+    ensure_runner()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"name": "long", "ops": [
+        mmap("base+0", "4K"),
+        {"op": "repeat", "count": 10**15, "step": 0,
+         "body": {"op": "mprotect", "addr": "base+0", "len": "4K", "prot": "PROT_READ"}}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "vmalab", "run", "--kernel", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while not children and time.monotonic() < deadline:
+            time.sleep(0.1)
+            children = _runner_children(proc.pid)
+        assert children, "the runner did not start"
+        time.sleep(0.3)  # past the re-exec: the runner is in its op loop
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(c) for c in children), "the runner outlived vmalab"
+    finally:
+        for c in _runner_children(proc.pid):
+            os.kill(c, signal.SIGKILL)
+        proc.kill()
+
+
+def test_hwpoison_is_refused_before_the_runner_starts(tmp_path: Any) -> None:
+    """MADV_HWPOISON / MADV_SOFT_OFFLINE poison real pages as root: `--kernel` refuses them (also as a
+    number, also in a repeat body) with a one-line error naming the op, unless --allow-hwpoison.  Nothing
+    here reaches the kernel."""
+    from click.testing import CliRunner
+
+    from vmalab.cli import main
+    cases = [
+        ({"op": "madvise", "addr": "base+0", "len": "4K", "advice": "MADV_HWPOISON"}, "op 1 (madvise): MADV_HWPOISON"),
+        ({"op": "madvise", "addr": "base+0", "len": "4K", "advice": 101}, "op 1 (madvise): MADV_SOFT_OFFLINE"),
+        ({"op": "repeat", "count": 2, "step": "4K",
+          "body": {"op": "madvise", "addr": "base+0", "len": "4K", "advice": "MADV_HWPOISON"}}, "op 1 (madvise)"),
+    ]
+    for op, message in cases:
+        raw = {"name": "poison", "ops": [mmap("base+0", "8K"), op]}
+        with pytest.raises(KernelRunnerError, match=re.escape(message) + ".*--allow-hwpoison"):
+            run_on_kernel(parse_scenario(raw))
+        path = tmp_path / "poison.json"
+        path.write_text(json.dumps(raw))
+        out = CliRunner().invoke(main, ["run", "--kernel", str(path)])
+        assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1 and message in out.output
+    # with the option the program asks the runner to let it through (not run here)
+    text = K.build_program(parse_scenario({"name": "p", "ops": [cases[0][0]]}), allow_hwpoison=True)
+    assert "allow_hwpoison 1" in text and "madvise a87960930222080 4096 100" in text
+
+
+def test_runner_itself_refuses_hwpoison() -> None:
+    """The runner refuses the advice too when the program does not allow it (a second line of defence).
+    The address is unmapped, so even a broken check could not poison anything."""
+    program = "\n".join(["vmalab-program 1", "window 1", "allow_hwpoison 0", "unprivileged 0", "ops 1",
+                         f"madvise a{0x500000000000 + (512 << 20)} 4096 100", "end", ""])
+    proc = subprocess.run([ensure_runner(), str(os.getpid())], input=program.encode(), capture_output=True,
+                          timeout=30)
+    assert proc.returncode == 2
+    assert b"err op 0: MADV_HWPOISON / MADV_SOFT_OFFLINE would damage" in proc.stdout
+
+
+def test_host_limits() -> None:
+    """What a scenario may take from the machine: file sizes are checked before the runner starts; the
+    address space (RLIMIT_AS of the runner) and locked memory while it runs; each is a one-line error."""
+    small = K.HostLimits(address_space=1536 << 20, locked=1 << 20, file_size=1 << 20)
+    files = parse_scenario({"name": "files", "ops": [
+        mmap("base+0", "4K", flags="MAP_SHARED|MAP_FIXED", fd="tmpfs:a:512K"),
+        {"op": "ftruncate", "fd": "memfd:b:4K", "len": "768K"}]})
+    with pytest.raises(KernelRunnerError, match=r"op 1 \(ftruncate\): the scenario's files would add up to 1 MiB"):
+        run_on_kernel(files, limits=K.HostLimits(file_size=(1 << 20) - 1))
+    asr = parse_scenario({"name": "as", "ops": [{"op": "setrlimit", "resource": "RLIMIT_AS", "value": "unlimited"}]})
+    with pytest.raises(KernelRunnerError, match=r"op 0 \(setrlimit\): RLIMIT_AS value above the runner's own"):
+        run_on_kernel(asr, limits=small)
+    big = parse_scenario({"name": "big", "ops": [
+        mmap("base+1G", "64M", flags=ANON_FIXED + "|MAP_NORESERVE"),
+        mmap("base+2G", "1536M", flags=ANON_FIXED + "|MAP_NORESERVE")]})
+    with pytest.raises(KernelRunnerError, match=r"op 1 \(mmap\): host limit: the address space would reach "
+                       r"\d+ MiB, more than the runner allows \(VMALAB_LIMIT_AS = 1536 MiB\)"):
+        run_on_kernel(big, limits=small, timeout=30)
+    # a request the kernel refuses anyway (longer than the address space) is the kernel's answer
+    huge = run([mmap(None, "200T", flags=ANON + "|MAP_NORESERVE")])
+    assert (huge["results"][0]["ret"], huge["results"][0]["errno"]) == (-1, "ENOMEM")
+    locked = parse_scenario({"name": "locked", "ops": [
+        mmap("base+0", "4M"), {"op": "mlock", "addr": "base+0", "len": "512K"},
+        {"op": "mlock", "addr": "base+0", "len": "4M"}]})
+    with pytest.raises(KernelRunnerError, match=r"op 2 \(mlock\): host limit: locked memory would reach 4 MiB"):
+        run_on_kernel(locked, limits=small, timeout=30)
+    r = run_on_kernel(parse_scenario({"name": "ok", "ops": [mmap("base+0", "8K", flags=ANON_FIXED + "|MAP_LOCKED")]}),
+                      limits=small, timeout=30)
+    assert r["results"][0]["ret"] == "base+0x0"
+
+
+def test_host_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMALAB_LIMIT_AS", "2G")
+    monkeypatch.setenv("VMALAB_LIMIT_LOCKED", "64M")
+    assert K.HostLimits.from_env() == K.HostLimits(address_space=2 << 30, locked=64 << 20)
+    monkeypatch.setenv("VMALAB_LIMIT_FILE", "lots")
+    with pytest.raises(KernelRunnerError, match="VMALAB_LIMIT_FILE: cannot parse size"):
+        K.HostLimits.from_env()
+    monkeypatch.setenv("VMALAB_LIMIT_FILE", "0")
+    with pytest.raises(KernelRunnerError, match="VMALAB_LIMIT_FILE: must be a positive size"):
+        K.HostLimits.from_env()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from ..constants import VM_MAYWRITE, VM_SHARED
+from ..constants import MAP_SYNC, VM_MAYWRITE, VM_SHARED, VM_SYNC
 from ..fdtable import open_file, register_file_kind
 from ..files import GENERIC_FILE_VM_OPS, FileOperations, GenericFileVmOps
 from . import register
@@ -41,19 +41,29 @@ def generic_file_readonly_mmap_prepare(desc: VmAreaDesc) -> int:
 
 
 class RegularFileOps(FileOperations):
-    """Models an ext4 regular file: ext4_file_mmap_prepare() (= the generic hook for a non-DAX file) and
-    thp_get_unmapped_area()."""
+    """Models an ext4 regular file: ext4_file_mmap_prepare() (the generic hook for a non-DAX file, after
+    refusing VM_SYNC), thp_get_unmapped_area(), FOP_MMAP_SYNC, ext4_sync_file() and ext4_fallocate()."""
 
     get_unmapped_area = "thp"
     has_mmap_prepare = True
     fault_style = "filemap"
+    mmap_supported_flags = MAP_SYNC  # FOP_MMAP_SYNC: MAP_SHARED_VALIDATE|MAP_SYNC reaches the hook
+    has_fsync = True
+    has_fallocate = True
 
     def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        """Models ext4_file_mmap_prepare(): daxdev_mapping_supported() refuses VM_SYNC on a file that is
+        not DAX (none is here) -- also for plain MAP_SHARED or MAP_PRIVATE, whose MAP_SYNC do_mmap()
+        turned into VM_SYNC before it masked the flags."""
+        if desc.vm_flags & VM_SYNC:
+            return -errno.EOPNOTSUPP
         return generic_file_mmap_prepare(desc)
 
 
 class ReadonlyFileOps(RegularFileOps):
     """A file system that only supports read-only shared mappings (generic_file_readonly_mmap_prepare)."""
+
+    mmap_supported_flags = 0
 
     def mmap_prepare(self, desc: VmAreaDesc) -> int:
         return generic_file_readonly_mmap_prepare(desc)

@@ -3,6 +3,11 @@
 The hook refuses private mappings (-EINVAL) and mappings that would exceed RLIMIT_MEMLOCK (-EAGAIN), and
 sets VM_LOCKED | VM_DONTDUMP on the descriptor — flags that then take part in the merge decision, so two
 adjacent shared mappings with contiguous offsets merge into one ``lo dd`` VMA (measured on 6.18.44).
+
+What secretmem lacks is modelled by the capabilities of :class:`~vmalab.files.FileOperations` and
+:class:`~vmalab.files.VmOperations` it leaves unset: no ``->fsync`` (msync(MS_SYNC) is EINVAL), no
+``->fallocate`` (MADV_REMOVE is EOPNOTSUPP once the VMA is not VM_LOCKED, e.g. in a fork child), no
+``->map_pages`` (no fault-around); and its ``setattr`` refuses a size change once i_size is set.
 The scenario kind ``secretmem:NAME[:SIZE]`` and ``dev:secretmem[:SIZE]`` open one.
 """
 
@@ -22,7 +27,8 @@ if TYPE_CHECKING:
 
 
 class SecretmemVmOps(VmOperations):
-    """Models mm/secretmem.c: secretmem_vm_ops (a fault handler only: no close, merges allowed)."""
+    """Models mm/secretmem.c: secretmem_vm_ops (a fault handler only: no close, no map_pages, merges
+    allowed)."""
 
     secretmem = True  # vma_is_secretmem()
 
@@ -31,11 +37,18 @@ SECRETMEM_VM_OPS = SecretmemVmOps()
 
 
 class SecretmemOps(FileOperations):
-    """Models mm/secretmem.c: secretmem_fops (mmap_prepare only)."""
+    """Models mm/secretmem.c: secretmem_fops (mmap_prepare only: no fsync, no fallocate) and
+    secretmem_iops (setattr)."""
 
     get_unmapped_area = None
     has_mmap_prepare = True
     fault_style = "shmem"
+
+    def setattr(self, file: File, size: int) -> int:  # noqa: ARG002
+        """Models secretmem_setattr(): the size can be set once (while i_size is 0)."""
+        if file.inode.size:
+            return -errno.EINVAL
+        return 0
 
     def mmap_prepare(self, desc: VmAreaDesc) -> int:
         """Models secretmem_mmap_prepare()."""

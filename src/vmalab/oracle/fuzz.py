@@ -55,7 +55,7 @@ ALL_OPS: tuple[str, ...] = tuple(OP_FIELDS)
 OP_WEIGHTS: dict[str, float] = {
     "mmap": 20, "munmap": 7, "mprotect": 12, "touch": 14, "snapshot": 4, "vma_count": 1.5, "repeat": 2.5,
     "setrlimit": 1, "ftruncate": 1.5, "mremap": 7, "madvise": 7, "mlock": 3, "munlock": 2, "mlockall": 0.4,
-    "munlockall": 0.6, "mseal": 2.5, "msync": 2, "mincore": 3, "brk": 1.5, "fork": 2,
+    "munlockall": 0.6, "mseal": 2.5, "msync": 2, "mincore": 3, "brk": 1.5, "fork": 2, "status": 1, "capdrop": 0.5,
 }
 # Advice values the fuzzer uses.  Left out on purpose: MADV_HWPOISON and MADV_SOFT_OFFLINE (they act on
 # physical pages of the machine) and MADV_COLLAPSE (its outcome depends on free huge pages right now).
@@ -462,6 +462,14 @@ class _Gen:
     def g_vma_count(self) -> dict[str, Any]:
         return {"op": "vma_count"}
 
+    def g_status(self) -> dict[str, Any]:
+        return {"op": "status"}
+
+    def g_capdrop(self) -> dict[str, Any]:
+        # mostly CAP_IPC_LOCK: RLIMIT_MEMLOCK (setrlimit) then binds mlock, MAP_LOCKED and mlockall
+        return {"op": "capdrop", "cap": self.pick({"CAP_IPC_LOCK": 6, "CAP_SYS_RAWIO": 1, "CAP_SYS_ADMIN": 1,
+                                                   "CAP_SYS_RESOURCE": 1, "CAP_CHOWN": 1})}
+
     def g_snapshot(self) -> dict[str, Any]:
         if self.window and self.chance(0.1):
             lo = self.page()
@@ -586,7 +594,8 @@ def check_case(raw: dict[str, Any], kernel_timeout: float = 60.0) -> Check:
     except KernelRunnerError as e:
         return Check([], error=f"kernel: {e}")
     try:
-        mres = run_on_model(scn, initial_maps=kres.get("env", {}).get("initial_maps"), validate=True)
+        mres = run_on_model(scn, initial_maps=kres.get("env", {}).get("initial_maps"), validate=True,
+                            caps=kres.get("env", {}).get("caps"))
     except ModelUnsupported as e:
         return Check([], kernel=kres, error=f"model: {e}")
     except Exception as e:  # noqa: BLE001 - any exception from the model is a finding

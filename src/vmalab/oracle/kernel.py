@@ -14,6 +14,9 @@ PROGRAM (one item per line; numbers are decimal, unsigned 64-bit unless shown ot
 
     vmalab-program 1
     window 0|1
+    allow_hwpoison 0|1                    MADV_HWPOISON / MADV_SOFT_OFFLINE may reach the kernel (else fatal)
+    unprivileged 0|1                      drop every capability before the first op
+    limit as|locked N                     host limits (docs/oracle.md): RLIMIT_AS of the run; most bytes locked
     file IDX KIND HAS_SIZE SIZE NAME      KIND: memfd|disk|tmpfs|secretmem|devzero; NAME: the memfd name
                                           or the real path (the rest of the line)
     slot SLOT IDX rw|ro|wo                a descriptor for file IDX; ro/wo reopen /proc/self/fd/N
@@ -23,8 +26,9 @@ PROGRAM (one item per line; numbers are decimal, unsigned 64-bit unless shown ot
     <N op lines, a repeat line followed by its body line>
     end
 
-Address tokens: ``aV`` absolute, ``bV`` initial brk + V, ``mI:V`` / ``eI:V`` start / end of the first VMA
-named ``name I``, + V.  Descriptor tokens: ``rN`` a raw (signed) number, ``sS`` slot S.  Op lines::
+Address tokens: ``aV`` absolute, ``bV`` initial brk + V, ``fV`` the fail_addr of the most recent repeat + V,
+``mI:V`` / ``eI:V`` start / end of the first VMA named ``name I``, + V.  Descriptor tokens: ``rN`` a raw
+(signed) number, ``sS`` slot S.  Op lines::
 
     mmap A LEN PROT FLAGS FD OFF        munmap A LEN        munlock A LEN        mprotect A LEN PROT
     mremap A OLD_LEN NEW_LEN FLAGS A    madvise A LEN ADV   mlock A LEN          mlock2 A LEN FLAGS
@@ -32,12 +36,15 @@ named ``name I``, + V.  Descriptor tokens: ``rN`` a raw (signed) number, ``sS`` 
     touch A WRITE VALUE                 brk A               ftruncate FD LEN
     setrlimit RES SOFT                  setrlimit2 RES SOFT HARD
     fork ALL NREADS A...                repeat COUNT STEP   vma_count            snapshot 0|1|2 [A A]
+    status            capdrop CAP
 
-RECORDS: ``init brk HEX``, ``init count N``, ``maps LINE`` (initial /proc/self/maps), ``ready``; then per op
-``ret HEX ERRNO`` | ``touch FAULTED VALUE SIG SI_CODE`` | ``vec 0101..`` | ``rep DONE ERRNO FAILED_AT SIG`` |
+RECORDS: ``init brk HEX``, ``init caps HEX`` (the effective capabilities), ``init count N``, ``maps LINE``
+(initial /proc/self/maps), ``ready``; then per op ``ret HEX ERRNO`` | ``st STATUS_LINE`` (``status``) |
+``touch FAULTED VALUE SIG SI_CODE`` | ``vec 0101..`` | ``rep DONE ERRNO FAILED_AT SIG HAS_FAIL_ADDR HEX`` |
 ``snap_begin`` (``vma SMAPS_HEADER`` / ``kv SMAPS_FIELD``)... ``snap_end`` | ``child_begin`` ... ``read
 FAULTED VALUE SIG SI_CODE`` ... ``child_end``, ``fork_status STATUS``; each op ends with ``done``; the run
-ends with ``end``.  A fatal problem is one ``err MESSAGE`` record and exit status 2.
+ends with ``fin VMPEAK_KB VMHWM_KB`` and ``end``.  A fatal problem is one ``err MESSAGE`` record and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from vmalab import constants as C
+from vmalab.procfs import STATUS_FIELDS
 from vmalab.scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
 from vmalab.syscalls import ADDR, FD, Param, for_op
 
@@ -66,7 +74,10 @@ SHM_TMP = "/dev/shm"
 _MASK = C.ULONG_MASK
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 _ADDRESS_OPS = ("mmap", "mremap", "brk")
-CFLAGS = ("-O2", "-Wall")
+# -Os and no unwind tables: the helper's segments (program, rodata, RELRO, data, bss, hence [heap]) keep the
+# page boundaries the "window": false recordings were made with (tests/scenarios/placement_fresh_*).  A
+# change to runner.c must keep them (check with `readelf -lW`), or those recordings no longer match.
+CFLAGS = ("-Os", "-Wall", "-fno-asynchronous-unwind-tables")
 # limits of the helper's static tables (runner.c)
 PROGRAM_MAX = 2 << 20
 MAX_FILES = 256
@@ -76,6 +87,45 @@ MAX_READS = 4096
 
 _runner_path: str | None = None
 _runner_static: bool | None = None
+
+#: the advices that damage the machine's memory when root passes them to the live kernel
+HWPOISON_ADVICES = {C.MADV_NAMES[n]: n for n in ("MADV_HWPOISON", "MADV_SOFT_OFFLINE")}
+#: the file kinds whose size the scenario sets (created by the runner on this machine)
+_SIZED_FILE_KINDS = ("memfd", "disk", "tmpfs", "secretmem")
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """What one live run may take from this machine (``docs/oracle.md``), in bytes.
+
+    ``address_space`` is the runner's RLIMIT_AS (it bounds everything the run maps, populates or locks,
+    also as root; the proof that the window is empty needs 1 GiB of it); ``locked`` the most it may lock
+    (RLIMIT_MEMLOCK does not bind root); ``file_size`` the most the files a scenario creates may add up to
+    (each file counted at the largest size an ``fd`` SIZE or an ``ftruncate`` gives it).  The defaults
+    hold every corpus scenario and test (the largest file is a 2 GiB sparse memfd); ``VMALAB_LIMIT_AS``,
+    ``VMALAB_LIMIT_LOCKED`` and ``VMALAB_LIMIT_FILE`` (sizes of the scenario format, e.g. ``64G``)
+    override them."""
+
+    address_space: int = 4 << 30
+    locked: int = 256 << 20
+    file_size: int = 4 << 30
+
+    @classmethod
+    def from_env(cls) -> HostLimits:
+        from vmalab.scenario import ScenarioError, parse_size
+        values: dict[str, int] = {}
+        for key, env in (("address_space", "VMALAB_LIMIT_AS"), ("locked", "VMALAB_LIMIT_LOCKED"),
+                         ("file_size", "VMALAB_LIMIT_FILE")):
+            text = os.environ.get(env)
+            if text:
+                try:
+                    n = parse_size(text, env)
+                except ScenarioError as e:
+                    raise KernelRunnerError(str(e)) from None
+                if n <= 0:
+                    raise KernelRunnerError(f"{env}: must be a positive size, got {text!r}")
+                values[key] = n
+        return cls(**values)
 
 
 class KernelRunnerError(Exception):
@@ -176,6 +226,9 @@ class _Build:
     names: dict[str, int] = field(default_factory=dict)
     header: list[str] = field(default_factory=list)
     runner: str | None = None  # the helper's own path, shown in results as ``$RUNNER``
+    unprivileged: bool = False
+    allow_hwpoison: bool = False
+    limits: HostLimits = field(default_factory=HostLimits)
 
     def real_name(self, name: str) -> str:
         """Translate a ``$FILES/disk/NAME`` / ``$FILES/tmpfs/NAME`` / ``$RUNNER`` maps name into the real
@@ -207,6 +260,8 @@ class _Build:
             return f"a{(BASE + a.offset) & _MASK}"
         if a.kind == "brk":
             return f"b{a.offset & _MASK}"
+        if a.kind == "fail":
+            return f"f{a.offset & _MASK}"
         if a.kind in ("map", "mapend"):
             name = self.real_name(a.name or "")
             if "\n" in name or "\0" in name:
@@ -296,6 +351,10 @@ class _Build:
             return f"repeat {n('count')} {n('step')}\n{self.op_line(p['body'])}"
         if o == "vma_count":
             return "vma_count"
+        if o == "status":
+            return "status"
+        if o == "capdrop":
+            return f"capdrop {C.CAP_NAMES[p['cap']]}"
         if o == "snapshot":
             if "range" in p:
                 lo, hi = p["range"]
@@ -307,6 +366,40 @@ class _Build:
         for d in (self.disk_dir, self.shm_dir):
             if d:
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def check_host_safety(scn: Scenario, limits: HostLimits, allow_hwpoison: bool = False) -> None:
+    """Refuse, before the runner starts, what a scenario must not do to this machine: MADV_HWPOISON and
+    MADV_SOFT_OFFLINE (unless ``allow_hwpoison``), a file larger than ``limits.file_size``, and an
+    RLIMIT_AS above the runner's own (its result would depend on the host limit).  Raises
+    :class:`KernelRunnerError` naming the op."""
+    rlimit_as = C.RLIMIT_NAMES["RLIMIT_AS"]
+    file_sizes: dict[tuple[str, str], int] = {}
+    for i, top in enumerate(scn.ops):
+        for op in (top, top.p["body"]) if top.op == "repeat" else (top,):
+            where = f"scenario {scn.name!r}: op {i} ({op.op})"
+            p = op.p
+            if op.op == "madvise" and p["advice"] in HWPOISON_ADVICES and not allow_hwpoison:
+                raise KernelRunnerError(f"{where}: {HWPOISON_ADVICES[p['advice']]} would poison or offline real "
+                                        "pages of this machine until reboot: refused (pass --allow-hwpoison "
+                                        "to run it anyway)")
+            spec = p.get("fd")
+            if isinstance(spec, FdSpec) and spec.kind in _SIZED_FILE_KINDS:
+                sizes = [spec.size or 0] + ([p["len"] & _MASK] if op.op == "ftruncate" else [])
+                # a length the kernel refuses (negative as off_t: EINVAL, too large: EFBIG) takes nothing
+                size = max(n for n in sizes if n < 1 << 62) if any(n < 1 << 62 for n in sizes) else 0
+                file_sizes[spec.key] = max(file_sizes.get(spec.key, 0), size)
+                total = sum(file_sizes.values())
+                if total > limits.file_size:
+                    raise KernelRunnerError(f"{where}: the scenario's files would add up to {total >> 20} MiB, "
+                                            f"more than the runner allows (VMALAB_LIMIT_FILE = "
+                                            f"{limits.file_size >> 20} MiB)")
+            if op.op == "setrlimit" and p["resource"] == rlimit_as:
+                for key in ("value", "max"):
+                    if key in p and p[key] > limits.address_space:
+                        raise KernelRunnerError(f"{where}: RLIMIT_AS {key} above the runner's own limit "
+                                                f"(VMALAB_LIMIT_AS = {limits.address_space >> 20} MiB): the "
+                                                "result would depend on the host limit")
 
 
 def _build(scn: Scenario) -> _Build:
@@ -324,15 +417,22 @@ def _build(scn: Scenario) -> _Build:
     return b
 
 
-def build_program(scn: Scenario) -> str:
-    """The program text for ``scn`` (for inspection; per-run directories are named but not kept)."""
+def build_program(scn: Scenario, *, unprivileged: bool = False, allow_hwpoison: bool = False,
+                  limits: HostLimits | None = None) -> str:
+    """The program text for ``scn`` (for inspection; per-run directories are named but not kept), after the
+    checks :func:`run_on_kernel` makes before it starts the runner."""
+    limits = limits or HostLimits.from_env()
+    check_host_safety(scn, limits, allow_hwpoison)
     b = _build(scn)
     b.cleanup()
+    b.unprivileged, b.allow_hwpoison, b.limits = unprivileged, allow_hwpoison, limits
     return _program_text(b)
 
 
 def _program_text(b: _Build) -> str:
-    return "\n".join(["vmalab-program 1", f"window {1 if b.scn.window else 0}", *b.header,
+    return "\n".join(["vmalab-program 1", f"window {1 if b.scn.window else 0}",
+                      f"allow_hwpoison {1 if b.allow_hwpoison else 0}", f"unprivileged {1 if b.unprivileged else 0}",
+                      f"limit as {b.limits.address_space}", f"limit locked {b.limits.locked}", *b.header,
                       f"ops {len(b.scn.ops)}", *b.lines, "end", ""])
 
 
@@ -350,9 +450,22 @@ def _preexec(rlimit_stack: int | None) -> Any:
     return setup
 
 
-def run_on_kernel(scn: Scenario, *, timeout: float = 120.0) -> dict[str, Any]:
+DEFAULT_TIMEOUT = 120.0
+
+
+def run_on_kernel(scn: Scenario, *, timeout: float | None = None, unprivileged: bool = False,
+                  allow_hwpoison: bool = False, limits: HostLimits | None = None) -> dict[str, Any]:
     """Run ``scn`` in a fresh child process on this machine's kernel and return the RESULT object
-    (``name``, ``description``, ``env``, ``results``).  Every failure raises :class:`KernelRunnerError`."""
+    (``name``, ``description``, ``env``, ``results``).  Every failure raises :class:`KernelRunnerError`.
+
+    ``timeout``: seconds (default: the scenario's ``timeout``, else 120).  ``unprivileged``: the runner
+    drops every capability before the first op (``env.caps`` lists the modelled ones it has).
+    ``allow_hwpoison``: let MADV_HWPOISON / MADV_SOFT_OFFLINE reach the kernel (as root they damage real
+    pages until reboot; refused otherwise).  ``limits``: what the run may take from the machine
+    (:class:`HostLimits`, default from the environment)."""
+    if timeout is None:
+        timeout = scn.timeout if scn.timeout is not None else DEFAULT_TIMEOUT
+    limits = limits or HostLimits.from_env()
     profile = scn.raw.get("kernel_profile")
     if profile not in (None, "6.18"):
         raise KernelRunnerError(f"scenario {scn.name!r} asks for kernel profile {profile!r}; the live kernel is "
@@ -360,9 +473,11 @@ def run_on_kernel(scn: Scenario, *, timeout: float = 120.0) -> dict[str, Any]:
     if scn.raw.get("inject"):
         raise KernelRunnerError(f"scenario {scn.name!r} injects faults ('inject'), which only the model can do: "
                                 "run it on the model")
+    check_host_safety(scn, limits, allow_hwpoison)
     runner = ensure_runner()
     b = _build(scn)
     b.runner = os.path.realpath(runner)
+    b.unprivileged, b.allow_hwpoison, b.limits = unprivileged, allow_hwpoison, limits
     try:
         return _execute(b, runner, timeout)
     finally:
@@ -376,7 +491,8 @@ def _execute(b: _Build, runner: str, timeout: float) -> dict[str, Any]:
     if len(program) >= PROGRAM_MAX:
         raise KernelRunnerError(f"scenario {scn.name!r}: the program is too large ({len(program)} bytes)")
     try:
-        proc = subprocess.Popen(["vmalab-runner"], executable=runner, stdin=subprocess.PIPE,
+        # argv[1]: this process's pid; the runner dies with it (PR_SET_PDEATHSIG, runner.c: stage1())
+        proc = subprocess.Popen(["vmalab-runner", str(os.getpid())], executable=runner, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd="/",
                                 close_fds=True, start_new_session=True,
                                 preexec_fn=_preexec(scn.rlimit_stack))
@@ -523,13 +639,19 @@ def _parse_op(b: _Build, op: Op, lines: _Lines) -> dict[str, Any]:
         elif tag == "vec":
             vec.append(rest)
         elif tag == "rep":
-            done_s, err_s, failed_s, sig_s = rest.split()
+            done_s, err_s, failed_s, sig_s, has_fail_s, fail_s = rest.split()
             failed, err, sig = int(failed_s), int(err_s), int(sig_s)
             ret_seen = True
             res.update(ret=int(done_s), errno=_errno_name(err) if err else None,
                        failed_at=failed if failed >= 0 else None)
             if sig:
                 res["signal"] = _sig_name(sig)
+            if int(has_fail_s):
+                res["fail_addr"] = format_addr(int(fail_s, 16), window)
+        elif tag == "st":
+            key, _, kb = rest.partition(":")
+            if key in STATUS_FIELDS:
+                res.setdefault("status", {})[key] = _kv_int(kb)
         elif tag == "snap_begin":
             res["vmas"] = _parse_vmas(b, lines)
             ret_seen = True
@@ -604,6 +726,8 @@ def _parse_output(b: _Build, out: str, err: str, returncode: int, runner: str) -
                                 + (f": {detail[0]}" if detail else ""))
     env: dict[str, Any] = {"kernel": os.uname().release, "machine": os.uname().machine, "base": f"{BASE:#x}",
                            "window": scn.window, "rlimit_stack": scn.raw.get("rlimit_stack")}
+    if b.unprivileged:
+        env["unprivileged"] = True
     maps: list[str] = []
     results: list[dict[str, Any]] = []
     try:
@@ -614,6 +738,9 @@ def _parse_output(b: _Build, out: str, err: str, returncode: int, runner: str) -
             tag, _, rest = line.partition(" ")
             if tag == "init" and rest.startswith("brk "):
                 env["initial_brk"] = f"{int(rest[4:], 16):#x}"
+            elif tag == "init" and rest.startswith("caps "):
+                held = int(rest[5:], 16)
+                env["caps"] = [name for name in C.MODELLED_CAPS if held >> C.CAP_NAMES[name] & 1]
             elif tag == "init" and rest.startswith("count "):
                 env["initial_map_count"] = int(rest[6:])
             elif tag == "maps":
@@ -625,7 +752,11 @@ def _parse_output(b: _Build, out: str, err: str, returncode: int, runner: str) -
         env["window_size"] = f"{WINDOW_SIZE:#x}"
         for op in scn.ops:
             results.append(_parse_op(b, op, lines))
-        if lines.take() != "end" or lines.peek() is not None:
+        last = lines.take()
+        if last.startswith("fin "):  # the run's peaks (informational)
+            env["vm_peak_kb"], env["rss_peak_kb"] = (int(x) for x in last[4:].split())
+            last = lines.take()
+        if last != "end" or lines.peek() is not None:
             raise KernelRunnerError("malformed runner output: trailing records")
     except _Truncated:
         raise KernelRunnerError(f"scenario {scn.name!r}: the runner output ended early "

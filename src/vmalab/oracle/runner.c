@@ -36,6 +36,12 @@
 #define NR_MLOCK2 325
 #define NR_MEMFD_SECRET 447
 #define NR_MSEAL 462
+#define MADV_HWPOISON_ 100
+#define MADV_SOFT_OFFLINE_ 101
+#define MCL_CURRENT_ 1
+#define MCL_FUTURE_ 2
+#define MAP_LOCKED_ 0x2000
+#define LINUX_CAPABILITY_VERSION_3 0x20080522
 
 #define WIN_BASE 0x500000000000UL
 #define WIN_SIZE (1UL << 30)
@@ -70,6 +76,15 @@ static const char *names[MAX_NAMES];
 static int window_mode = 1;
 static uint64_t init_brk;
 static long cur_op = -1;
+static int allow_hwpoison;          /* "allow_hwpoison 1": MADV_HWPOISON / MADV_SOFT_OFFLINE may run */
+static int drop_all_caps;           /* "unprivileged 1": drop every capability before the first op */
+static uint64_t limit_as;           /* "limit as N": RLIMIT_AS (soft and hard) of the run; 0: none */
+static uint64_t limit_locked;       /* "limit locked N": the most the run may lock (bytes); 0: none */
+static int mcl_future;              /* mlockall(MCL_FUTURE) is in force */
+static int secret_fd[MAX_FILES];    /* memfd_secret descriptors (their mappings are locked) */
+static int nsecret;
+static int fail_valid;              /* the most recent repeat stopped at an op with an address */
+static uint64_t fail_addr;          /* ... and this was that op's first address ("fail+X") */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* output                                                                                          */
@@ -271,7 +286,7 @@ static uint64_t num(char **pp)
 	return parse_num(word(pp));
 }
 
-enum { A_NONE, A_ABS, A_BRK, A_MAP, A_MAPEND };
+enum { A_NONE, A_ABS, A_BRK, A_MAP, A_MAPEND, A_FAIL };
 
 struct addr {
 	int kind;
@@ -290,6 +305,10 @@ static struct addr parse_addr_tok(char *w)
 		return a;
 	case 'b':
 		a.kind = A_BRK;
+		a.v = parse_num(w + 1);
+		return a;
+	case 'f':
+		a.kind = A_FAIL;
 		a.v = parse_num(w + 1);
 		return a;
 	case 'm':
@@ -536,6 +555,10 @@ static uint64_t resolve(const struct addr *a)
 		return a->v;
 	case A_BRK:
 		return init_brk + a->v;
+	case A_FAIL:
+		if (!fail_valid)
+			fatal("fail+X: the most recent repeat did not stop at an op with an address");
+		return fail_addr + a->v;
 	case A_MAP:
 	case A_MAPEND:
 		c.name = names[a->name];
@@ -608,18 +631,109 @@ static int touch(uint64_t addr, int write, unsigned char value)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* /proc/self/status, capabilities                                                                 */
+
+static int emit_status_line(char *line, size_t len, void *vctx)
+{
+	(void)vctx;
+	if (prefix(line, "Vm") || prefix(line, "Rss")) {
+		out_str("st ");
+		out_mem(line, len);
+		out_ch('\n');
+	}
+	return 0;
+}
+
+struct vm_ctx {
+	uint64_t size_kb, lck_kb, peak_kb, hwm_kb;
+};
+
+static uint64_t kb_value(const char *p)
+{
+	uint64_t v = 0;
+	while (*p && (*p < '0' || *p > '9'))
+		p++;
+	for (; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return v;
+}
+
+static int vm_line(char *line, size_t len, void *vctx)
+{
+	struct vm_ctx *c = vctx;
+	(void)len;
+	if (prefix(line, "VmSize:"))
+		c->size_kb = kb_value(line + 7);
+	else if (prefix(line, "VmLck:"))
+		c->lck_kb = kb_value(line + 6);
+	else if (prefix(line, "VmPeak:"))
+		c->peak_kb = kb_value(line + 7);
+	else if (prefix(line, "VmHWM:"))
+		c->hwm_kb = kb_value(line + 6);
+	return 0;
+}
+
+static struct vm_ctx vm_now(void)
+{
+	struct vm_ctx c = {0, 0, 0, 0};
+	scan_file("/proc/self/status", vm_line, &c);
+	return c;
+}
+
+struct cap_header {
+	uint32_t version;
+	int pid;
+};
+
+struct cap_data {
+	uint32_t effective, permitted, inheritable;
+};
+
+static uint64_t caps_effective(void)
+{
+	struct cap_header h = {LINUX_CAPABILITY_VERSION_3, 0};
+	struct cap_data d[2];
+	memset(d, 0, sizeof(d));
+	if (syscall(SYS_capget, &h, d) != 0)
+		fatal_errno("capget", NULL, errno);
+	return (uint64_t)d[0].effective | ((uint64_t)d[1].effective << 32);
+}
+
+/* capset() without capability `cap` (all of them when cap < 0) in the effective, permitted and
+ * inheritable sets; returns the syscall's result. */
+static long drop_caps(int cap)
+{
+	struct cap_header h = {LINUX_CAPABILITY_VERSION_3, 0};
+	struct cap_data d[2];
+	memset(d, 0, sizeof(d));
+	if (syscall(SYS_capget, &h, d) != 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		uint32_t keep = 0;
+		if (cap >= 0)
+			keep = (cap / 32 == i) ? ~(1u << (cap % 32)) : ~0u;
+		d[i].effective &= keep;
+		d[i].permitted &= keep;
+		d[i].inheritable &= keep;
+	}
+	h.version = LINUX_CAPABILITY_VERSION_3;
+	h.pid = 0;
+	return syscall(SYS_capset, &h, d);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* ops                                                                                             */
 
 enum {
 	OP_MMAP, OP_MUNMAP, OP_MUNLOCK, OP_MPROTECT, OP_MREMAP, OP_MADVISE, OP_MLOCK, OP_MLOCK2,
 	OP_MLOCKALL, OP_MUNLOCKALL, OP_MSEAL, OP_MSYNC, OP_MINCORE, OP_TOUCH, OP_BRK, OP_FTRUNCATE,
-	OP_SETRLIMIT, OP_SETRLIMIT2, OP_FORK, OP_REPEAT, OP_VMA_COUNT, OP_SNAPSHOT,
+	OP_SETRLIMIT, OP_SETRLIMIT2, OP_FORK, OP_REPEAT, OP_VMA_COUNT, OP_SNAPSHOT, OP_STATUS, OP_CAPDROP,
 };
 
 static const char *const op_names[] = {
 	"mmap", "munmap", "munlock", "mprotect", "mremap", "madvise", "mlock", "mlock2",
 	"mlockall", "munlockall", "mseal", "msync", "mincore", "touch", "brk", "ftruncate",
-	"setrlimit", "setrlimit2", "fork", "repeat", "vma_count", "snapshot", NULL,
+	"setrlimit", "setrlimit2", "fork", "repeat", "vma_count", "snapshot", "status", "capdrop", NULL,
 };
 
 struct op {
@@ -723,6 +837,11 @@ static void parse_op(char *line, struct op *o)
 			o->a2 = addr_tok(&p);
 		}
 		break;
+	case OP_CAPDROP:
+		o->n[0] = num(&p);  /* the capability's number */
+		if (o->n[0] > 63)
+			fatal("program: bad capability");
+		break;
 	default:
 		break;
 	}
@@ -792,10 +911,211 @@ static void do_mincore(uint64_t addr, uint64_t len, struct res *r, int emit)
 	}
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* host limits (see docs/oracle.md)                                                                */
+
+static void fatal_limit(const char *what, uint64_t want, const char *limit_name, uint64_t limit)
+{
+	err_begin();
+	out_str("host limit: ");
+	out_str(what);
+	out_str(" would reach ");
+	out_u64(want >> 20);
+	out_str(" MiB, more than the runner allows (");
+	out_str(limit_name);
+	out_str(" = ");
+	out_u64(limit >> 20);
+	out_str(" MiB)\n");
+	out_flush();
+	_exit(2);
+}
+
+static int is_secret_fd(long fd)
+{
+	for (int i = 0; i < nsecret; i++)
+		if (secret_fd[i] == fd)
+			return 1;
+	return 0;
+}
+
+/* Before an op that locks memory: refuse it when the locked total could pass limit_locked.  No op can
+ * lock more than is mapped, so an mlock's length counts up to VmSize; an op that maps `more` new bytes
+ * (`grows`) past RLIMIT_AS fails in may_expand_vm() and locks nothing. */
+static void check_locked(uint64_t more, int grows)
+{
+	if (!limit_locked || !more)
+		return;
+	struct vm_ctx c = vm_now();
+	if (grows && limit_as && (c.size_kb << 10) + more > limit_as)
+		return;
+	if ((c.lck_kb << 10) + more > limit_locked)
+		fatal_limit("locked memory", (c.lck_kb << 10) + more, "VMALAB_LIMIT_LOCKED", limit_locked);
+}
+
+struct locked_ctx {
+	uint64_t addr;
+	int in, locked;
+};
+
+static int locked_line(char *line, size_t len, void *vctx)
+{
+	struct locked_ctx *c = vctx;
+	(void)len;
+	if (is_header(line)) {
+		uint64_t s, e;
+		const char *nm;
+		parse_maps_line(line, &s, &e, &nm);
+		c->in = s <= c->addr && c->addr < e;
+	} else if (c->in && prefix(line, "VmFlags:")) {
+		c->locked = strstr(line, " lo") != NULL;
+		return 1;
+	}
+	return 0;
+}
+
+/* Whether the VMA at addr is VM_LOCKED (smaps VmFlags "lo"). */
+static int vma_locked(uint64_t addr)
+{
+	struct locked_ctx c = {addr, 0, 0};
+	scan_file("/proc/self/smaps", locked_line, &c);
+	return c.locked;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static void precheck(const struct op *o, uint64_t addr)
+{
+	struct vm_ctx c;
+	(void)addr;
+	switch (o->code) {
+	case OP_MADVISE:
+		if ((o->n[1] == MADV_HWPOISON_ || o->n[1] == MADV_SOFT_OFFLINE_) && !allow_hwpoison)
+			fatal("MADV_HWPOISON / MADV_SOFT_OFFLINE would damage this machine's memory: refused");
+		break;
+	case OP_MLOCK:
+	case OP_MLOCK2:
+		if (limit_locked && o->n[0]) {
+			c = vm_now();
+			check_locked(min_u64(o->n[0], c.size_kb << 10), 0);
+		}
+		break;
+	case OP_MLOCKALL:
+		if (limit_locked && (o->n[0] & MCL_CURRENT_)) {
+			c = vm_now();
+			check_locked(c.size_kb << 10, 0);
+		}
+		break;
+	case OP_MMAP:
+		if (limit_locked && ((o->n[2] & MAP_LOCKED_) || mcl_future || is_secret_fd(o->fd)))
+			check_locked(o->n[0], 1);
+		break;
+	case OP_MREMAP:
+		if (limit_locked && o->n[1] > o->n[0] && vma_locked(addr))
+			check_locked(o->n[1] - o->n[0], 1);
+		break;
+	case OP_BRK:
+		if (limit_locked && mcl_future) {
+			uint64_t cur = (uint64_t)syscall(SYS_brk, 0);
+			if (addr > cur)
+				check_locked(addr - cur, 1);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+struct gap_ctx {
+	uint64_t lo, hi;        /* a range: bytes of VMAs inside it go to `inside` */
+	uint64_t inside;
+	uint64_t prev_end;      /* the gap scan: end of the previous VMA */
+	uint64_t largest;       /* the largest gap between VMAs (from 64K to TASK_TOP) */
+};
+
+static int gap_line(char *line, size_t len, void *vctx)
+{
+	struct gap_ctx *c = vctx;
+	uint64_t s, e;
+	const char *nm;
+	if (len == 0)
+		return 0;
+	parse_maps_line(line, &s, &e, &nm);
+	if (is_vsyscall(nm))
+		return 0;
+	if (s > c->prev_end && s - c->prev_end > c->largest)
+		c->largest = s - c->prev_end;
+	if (e > c->prev_end)
+		c->prev_end = e;
+	if (s < c->hi && e > c->lo)
+		c->inside += (e < c->hi ? e : c->hi) - (s > c->lo ? s : c->lo);
+	return 0;
+}
+
+static struct gap_ctx gaps(uint64_t lo, uint64_t hi)
+{
+	struct gap_ctx c = {lo, hi, 0, 0x10000, 0};
+	scan_file("/proc/self/maps", gap_line, &c);
+	if (TASK_TOP > c.prev_end && TASK_TOP - c.prev_end > c.largest)
+		c.largest = TASK_TOP - c.prev_end;
+	return c;
+}
+
+/* After an op that failed with ENOMEM (brk: did not move): when RLIMIT_AS is still the runner's limit, the
+ * request would have fitted the address space and only the limit stands in its way (may_expand_vm()), the
+ * failure is the runner's limit, not the kernel's answer: say so instead of reporting it. */
+static void postcheck_as(const struct op *o, uint64_t addr, uint64_t brk_before, const struct res *r)
+{
+	struct rlimit rl;
+	struct gap_ctx g;
+	uint64_t grow;
+	if (!limit_as || syscall(SYS_getrlimit, RLIMIT_AS, &rl) != 0 || rl.rlim_cur != limit_as)
+		return;
+	if (o->code == OP_BRK) {
+		if (r->ret == addr || addr <= brk_before || addr > TASK_TOP)
+			return;
+		if (syscall(SYS_getrlimit, RLIMIT_DATA, &rl) != 0 || rl.rlim_cur != RLIM_INFINITY)
+			return;
+		grow = addr - brk_before;
+		g = gaps(brk_before, addr + PAGE + (256 * PAGE));  /* the page and stack guard gap above */
+		if (g.inside)
+			return;
+	} else if (r->err != ENOMEM) {
+		return;
+	} else if (o->code == OP_MMAP) {
+		grow = o->n[0];
+		if (grow > TASK_TOP)
+			return;
+		if (o->n[2] & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
+			if (addr > TASK_TOP - grow)
+				return;
+			g = gaps(addr, addr + grow);
+			grow -= g.inside;  /* MAP_FIXED replaces what is there */
+		} else {
+			g = gaps(0, 0);
+			if (g.largest < grow)
+				return;  /* no room anywhere: the kernel's own ENOMEM */
+		}
+	} else if (o->code == OP_MREMAP && o->n[1] > o->n[0]) {
+		grow = o->n[1] - o->n[0];
+	} else {
+		return;
+	}
+	struct vm_ctx c = vm_now();
+	if ((c.size_kb << 10) + grow > limit_as)
+		fatal_limit("the address space", (c.size_kb << 10) + grow, "VMALAB_LIMIT_AS", limit_as);
+}
+
 /* Execute one op that produces a single return value (everything but fork, repeat and snapshot). */
 static void run_basic(const struct op *o, uint64_t addr, struct res *r, int emit)
 {
 	struct rlimit rl;
+	uint64_t brk_before = 0;
+	precheck(o, addr);
+	if (o->code == OP_BRK && limit_as)
+		brk_before = (uint64_t)syscall(SYS_brk, 0);
 	memset(r, 0, sizeof(*r));
 	errno = 0;
 	switch (o->code) {
@@ -824,10 +1144,12 @@ static void run_basic(const struct op *o, uint64_t addr, struct res *r, int emit
 		sys_ret(syscall(NR_MLOCK2, addr, o->n[0], o->n[1]), r);
 		break;
 	case OP_MLOCKALL:
-		sys_ret(syscall(SYS_mlockall, o->n[0]), r);
+		if (sys_ret(syscall(SYS_mlockall, o->n[0]), r) == 0)
+			mcl_future = (o->n[0] & MCL_FUTURE_) != 0;
 		break;
 	case OP_MUNLOCKALL:
-		sys_ret(syscall(SYS_munlockall), r);
+		if (sys_ret(syscall(SYS_munlockall), r) == 0)
+			mcl_future = 0;
 		break;
 	case OP_MSEAL:
 		sys_ret(syscall(NR_MSEAL, addr, o->n[0], o->n[1]), r);
@@ -869,9 +1191,14 @@ static void run_basic(const struct op *o, uint64_t addr, struct res *r, int emit
 	case OP_VMA_COUNT:
 		r->ret = vma_count();
 		break;
+	case OP_CAPDROP:
+		sys_ret(drop_caps((int)o->n[0]), r);
+		break;
 	default:
 		fatal("internal: not a basic op");
 	}
+	if (r->err || o->code == OP_BRK)
+		postcheck_as(o, addr, brk_before, r);
 }
 
 static int has_addr(int code)
@@ -958,7 +1285,7 @@ static void run_repeat(const struct op *o)
 {
 	struct op body;
 	parse_op(next_line(), &body);
-	if (body.code == OP_REPEAT || body.code == OP_FORK || body.code == OP_SNAPSHOT)
+	if (body.code == OP_REPEAT || body.code == OP_FORK || body.code == OP_SNAPSHOT || body.code == OP_STATUS)
 		fatal("program: bad repeat body");
 	uint64_t count = o->n[0], step = o->n[1];
 	uint64_t base = has_addr(body.code) ? resolve(&body.a) : 0;
@@ -982,6 +1309,13 @@ static void run_repeat(const struct op *o)
 	out_i64(failed_at);
 	out_ch(' ');
 	out_i64(failed_at >= 0 ? r.sig : 0);
+	/* format 1.1: fail_addr, the stopped iteration's first address (for "fail+X") */
+	fail_valid = failed_at >= 0 && has_addr(body.code);
+	fail_addr = fail_valid ? base + (uint64_t)failed_at * step : 0;
+	out_ch(' ');
+	out_i64(fail_valid);
+	out_ch(' ');
+	out_hex(fail_addr);
 	out_ch('\n');
 }
 
@@ -996,6 +1330,12 @@ static void run_op(char *line)
 		break;
 	case OP_REPEAT:
 		run_repeat(&o);
+		break;
+	case OP_STATUS:
+		scan_file("/proc/self/status", emit_status_line, NULL);
+		r.ret = 0;
+		r.err = 0;
+		emit_ret(&r);
 		break;
 	case OP_SNAPSHOT:
 		if (o.n[0] == 1)
@@ -1042,6 +1382,8 @@ static void setup_file(char *p)
 		fatal3("program: unknown file kind '", kind, "'");
 	if (fd < 0)
 		fatal_errno("cannot create file ", name, errno);
+	if (strcmp(kind, "secretmem") == 0 && nsecret < MAX_FILES)
+		secret_fd[nsecret++] = fd;
 	if (has_size && ftruncate(fd, (off_t)size) != 0)
 		fatal_errno("cannot ftruncate ", name, errno);
 	file_fd[idx] = fd;
@@ -1113,10 +1455,24 @@ static void read_program(void)
 	cur = prog;
 }
 
-static void stage1(void)
+/* Stage 1.  argv[1], when given, is the pid of the process that started the runner: the runner asks for
+ * SIGKILL when that parent dies (PR_SET_PDEATHSIG survives the re-exec below) and exits at once if the
+ * parent is already gone, so that killing vmalab never leaves a runner behind. */
+static void stage1(const char *parent)
 {
 	static char *const nargv[] = {"vmalab-runner", "run", NULL};
 	static char *const nenv[] = {NULL};
+	if (parent) {
+		uint64_t want = 0;
+		for (const char *q = parent; *q >= '0' && *q <= '9'; q++)
+			want = want * 10 + (uint64_t)(*q - '0');
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+			write_all(2, "vmalab-runner: prctl(PR_SET_PDEATHSIG) failed\n", 47);
+			_exit(3);
+		}
+		if ((uint64_t)getppid() != want)
+			_exit(3);  /* the parent died before the prctl */
+	}
 	int p = personality(0xffffffff);
 	if (p == -1 || (!(p & ADDR_NO_RANDOMIZE) && personality((unsigned long)p | ADDR_NO_RANDOMIZE) == -1)) {
 		write_all(2, "vmalab-runner: personality failed\n", 34);
@@ -1130,7 +1486,7 @@ static void stage1(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "run") != 0)
-		stage1();
+		stage1(argc >= 2 ? argv[1] : NULL);
 	if (!(personality(0xffffffff) & ADDR_NO_RANDOMIZE))
 		fatal("ADDR_NO_RANDOMIZE is not set after the re-exec");
 
@@ -1149,6 +1505,28 @@ int main(int argc, char **argv)
 		char *w = word(&p);
 		if (strcmp(w, "window") == 0) {
 			window_mode = (int)num(&p);
+		} else if (strcmp(w, "allow_hwpoison") == 0) {
+			allow_hwpoison = (int)num(&p);
+		} else if (strcmp(w, "unprivileged") == 0) {
+			drop_all_caps = (int)num(&p);
+		} else if (strcmp(w, "limit") == 0) {
+			char *what = word(&p);
+			uint64_t v = num(&p);
+			if (strcmp(what, "as") == 0) {
+				struct rlimit rl;
+				if (syscall(SYS_getrlimit, RLIMIT_AS, &rl) != 0)
+					fatal_errno("getrlimit", NULL, errno);
+				if (v < rl.rlim_max)
+					rl.rlim_max = v;
+				rl.rlim_cur = rl.rlim_max;
+				if (syscall(SYS_setrlimit, RLIMIT_AS, &rl) != 0)
+					fatal_errno("setrlimit(RLIMIT_AS)", NULL, errno);
+				limit_as = rl.rlim_cur;
+			} else if (strcmp(what, "locked") == 0) {
+				limit_locked = v;
+			} else {
+				fatal3("program: unknown limit '", what, "'");
+			}
 		} else if (strcmp(w, "file") == 0) {
 			setup_file(p);
 		} else if (strcmp(w, "slot") == 0) {
@@ -1172,12 +1550,17 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (drop_all_caps && drop_caps(-1) != 0)
+		fatal_errno("capset (dropping every capability)", NULL, errno);
 	install_fault_handlers();
 	if (window_mode)
 		prove_window_empty();
 	init_brk = (uint64_t)syscall(SYS_brk, 0);
 	out_str("init brk ");
 	out_hex(init_brk);
+	out_ch('\n');
+	out_str("init caps ");
+	out_hex(caps_effective());
 	out_ch('\n');
 	out_str("init count ");
 	out_u64(vma_count());
@@ -1193,6 +1576,14 @@ int main(int argc, char **argv)
 	cur_op = -1;
 	if (strcmp(next_line(), "end") != 0)
 		fatal("program: missing end");
+	{
+		struct vm_ctx c = vm_now();
+		out_str("fin ");
+		out_u64(c.peak_kb);
+		out_ch(' ');
+		out_u64(c.hwm_kb);
+		out_ch('\n');
+	}
 	out_str("end\n");
 	out_flush();
 	return 0;
