@@ -85,6 +85,10 @@ def print_result(result: dict[str, Any], out: Any = None) -> None:
             extra += f" vec={r['vec']}"
         if r.get("failed_at") is not None:
             extra += f" failed_at={r['failed_at']}"
+        if r.get("fail_addr") is not None:
+            extra += f" fail_addr={r['fail_addr']}"
+        if isinstance(r.get("status"), dict):  # the compared lines of /proc/self/status, in kB
+            extra += "".join(f" {k}={r['status'].get(k)}" for k in ("VmSize", "VmLck", "VmPin", "VmData", "VmStk"))
         note = f"   # {r['note']}" if r.get("note") else ""
         line(f"{i:3d} {r['op']:<10} {_fmt_args(r.get('args', {}))} -> {ret}{extra}{note}", file=w)
         for v in r.get("vmas", []) or []:

@@ -646,3 +646,17 @@ def test_host_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("VMALAB_LIMIT_FILE", "0")
     with pytest.raises(KernelRunnerError, match="VMALAB_LIMIT_FILE: must be a positive size"):
         K.HostLimits.from_env()
+
+
+def test_runner_binary_keeps_the_recorded_layout() -> None:
+    """The helper's segments (program, RELRO, data, bss, [heap]) are where the "window": false recordings
+    saw them (kernel.CFLAGS): a change to runner.c that moves them would break those recordings."""
+    from pathlib import Path
+    rec = json.loads((Path(__file__).parents[1] / "scenarios" / "placement_fresh_sizes_8m.kernel.json").read_text())
+
+    def image(maps: str) -> list[tuple[str, ...]]:  # range, perms, offset and name (not the inode)
+        return [(f[0], f[1], f[2], *f[5:]) for f in (ln.split() for ln in maps.splitlines())
+                if int(f[0].split("-", 1)[0], 16) < 0x10000000]
+
+    live = run([{"op": "vma_count"}], window=False, rlimit_stack="8M")
+    assert image(live["env"]["initial_maps"]) == image(rec["env"]["initial_maps"])

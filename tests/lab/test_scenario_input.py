@@ -137,7 +137,7 @@ def _scenarios(draw: st.DrawFn) -> Any:
     return raw
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scenarios())
 def test_parser_raises_only_scenario_error(raw: Any) -> None:
     try:

@@ -203,7 +203,7 @@ _ARG = st.one_of(st.sampled_from(_EDGES), st.integers(), st.integers(min_value=-
 _NAMES = sorted([*SYSCALLS, *PSEUDO_SYSCALLS])
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(_NAMES), st.lists(_ARG, min_size=6, max_size=6)), max_size=8))
 def test_every_integer_gives_a_result_or_errno(calls: list[tuple[str, list[object]]]) -> None:
     """The contract over every row of the table and the pseudo-syscalls: any integer in any position gives

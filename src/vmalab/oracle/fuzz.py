@@ -66,6 +66,7 @@ ADVICE = ("MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED", "MAD
           "MADV_GUARD_INSTALL", "MADV_GUARD_REMOVE")
 # Optional flag bits the shrinker tries to drop, one at a time.
 _DROPPABLE_BITS = {"MAP_POPULATE", "MAP_NORESERVE", "MAP_LOCKED", "MAP_GROWSDOWN", "MAP_STACK", "MAP_32BIT",
+                   "MAP_SYNC", "MAP_HUGE_2MB",
                    "MREMAP_DONTUNMAP", "MCL_ONFAULT", "MCL_FUTURE", "MS_INVALIDATE", "PROT_EXEC", "PROT_WRITE",
                    "PROT_GROWSDOWN"}
 _HUGE_LEN = 1 << 47          # larger than TASK_SIZE - BASE: an error, never a real range
@@ -240,6 +241,8 @@ class _Gen:
         if name not in self.files:
             self.files[name] = self.rng.choice((2, 4, 8, 16, 32, 64))
         spec = f"{name}:{self.files[name] * 4}K"
+        if kind == "secretmem":
+            return spec  # memfd_secret() takes no open mode
         mode = self.pick({"": 90, ":ro": 7, ":wo": 3})
         return spec + mode
 
@@ -266,14 +269,19 @@ class _Gen:
         n = self.npages(start)
         if mode in ("null", "32bit", "hint") and not self.window and self.chance(0.3):
             n = rng.choice((512, 768, 1024, 513, 16, 256))  # 2M, 3M, 4M, 2M+4K: THP alignment or not
-        backing = self.pick({"anon": 52, "memfd": 16, "disk": 10, "tmpfs": 10, "devzero": 12})
-        shared = self.chance(0.25)
+        backing = self.pick({"anon": 52, "memfd": 16, "disk": 10, "tmpfs": 10, "devzero": 12, "secretmem": 3})
+        shared = self.chance(0.25) or backing == "secretmem"
         flags = ["MAP_SHARED_VALIDATE" if shared and self.chance(0.1) else "MAP_SHARED" if shared
                  else "MAP_PRIVATE"]
+        if backing == "anon" and not shared and self.chance(0.03):
+            flags = ["MAP_DROPPABLE"]  # never locked, even under mlockall(MCL_FUTURE)
         fd: str = "none"
         offset = 0
         if backing == "anon":
             flags.append("MAP_ANONYMOUS")
+        elif backing == "secretmem":
+            fd = self.file("secretmem")
+            offset = self.rng.choice((0, 0, PAGE))
         elif backing == "devzero":
             fd = "devzero"
             offset = rng.choice((0, 0, n * PAGE))
@@ -281,6 +289,16 @@ class _Gen:
             fd = self.file(backing)
             key = ":".join(fd.split(":")[:2])
             offset = self.file_offset(key, start, n) * PAGE
+        if backing == "anon" and self.window and self.chance(0.04):
+            # hugetlb with the host's empty pool: MAP_NORESERVE maps, faults SIGBUS, splits need 2 MiB
+            # alignment (window cases only: a 2 MiB MAP_FIXED below [vvar] could replace the runner's VMAs)
+            flags.append("MAP_HUGETLB")
+            if self.chance(0.8):
+                flags.append("MAP_NORESERVE")
+            if self.chance(0.3):
+                flags.append("MAP_HUGE_2MB")
+        if self.chance(0.03):
+            flags.append("MAP_SYNC")  # refused by ext4 without DAX, even where MAP_SHARED masks it
         if mode == "fixed":
             flags.append("MAP_FIXED")
         elif mode == "noreplace":
@@ -291,8 +309,12 @@ class _Gen:
                        ("MAP_GROWSDOWN", 0.05), ("MAP_STACK", 0.02)):
             if self.chance(p):
                 flags.append(bit)
-        if mode in ("fixed", "noreplace") or (mode == "hint" and self.window):
-            addr: Any = self.addr(start, self.misalign() if self.chance(0.02) else 0)
+        if mode in ("fixed", "noreplace") and self.chance(0.01):
+            # the last page of the address space: MAP_FIXED returns the address itself as the error
+            addr: Any = self.rng.choice(("abs:0xffffffffffffffff", "abs:0xfffffffffffffff4",
+                                         "abs:0xffffffffffffffea", "abs:0xfffffffffffff000"))
+        elif mode in ("fixed", "noreplace") or (mode == "hint" and self.window):
+            addr = self.addr(start, self.misalign() if self.chance(0.02) else 0)
             self.note(start, n)
         elif mode == "hint":
             addr = self.pick({"abs:0x7ffff0000000": 3, "abs:0x1000": 2, "abs:0x900000000000": 2,
@@ -317,6 +339,9 @@ class _Gen:
         return {"op": "mprotect", "addr": a, "len": ln, "prot": self.prot(mprotect=True)}
 
     def g_touch(self) -> dict[str, Any]:
+        if self.chance(0.02):
+            # the vDSO image: its first bytes are the ELF magic (the rest of it differs between builds)
+            return {"op": "touch", "addr": f"map:[vdso]+{self.rng.randrange(4)}", "write": False}
         if not self.window and self.chance(0.05):
             addr = self.rng.choice(("map:[stack]-0x1000", "map:[stack]-0x10000", "map:[stack]-0x40000"))
         else:
@@ -406,11 +431,12 @@ class _Gen:
 
     def g_brk(self) -> dict[str, Any]:
         addr = self.pick({"brk+0": 1, "brk+0x1000": 3, "brk+0x10000": 3, "brk+0x101000": 1, "brk-0x1000": 2,
-                          "brk+0x1801": 1, "brk-0x100000": 1, "null": 1})
+                          "brk+0x1801": 1, "brk-0x100000": 1, "null": 1, "abs:0xffffffffffffffff": 0.5,
+                          "abs:0xfffffffffffff001": 0.5})
         return {"op": "brk", "addr": None if addr == "null" else addr}
 
     def g_ftruncate(self) -> dict[str, Any]:
-        kind = self.rng.choice(("memfd", "disk", "tmpfs"))
+        kind = self.pick({"memfd": 3, "disk": 3, "tmpfs": 3, "secretmem": 1})
         known = [k for k in self.files if k.startswith(kind)]
         fd = self.file(kind) if not known else f"{known[0]}:{self.files[known[0]] * 4}K"
         key = ":".join(fd.split(":")[:2])
@@ -476,6 +502,22 @@ class _Gen:
             hi = min(self.arena + 8, lo + self.npages(lo) + 2)
             return {"op": "snapshot", "range": [self.addr(lo), self.addr(hi)]}
         return {"op": "snapshot"}
+
+    def g_fail_pattern(self) -> list[dict[str, Any]]:
+        """A repeat that surely stops (an mprotect of a page just unmapped: ENOMEM; a touch could grow a
+        GROWSDOWN VMA above it instead of faulting), then ops at ``fail+X``: the first address of the
+        iteration it stopped at (format 1.1)."""
+        x = self.page()
+        self.note(x, 1)
+        rw = "PROT_READ|PROT_WRITE"
+        ops: list[dict[str, Any]] = [
+            {"op": "munmap", "addr": self.addr(x), "len": fmt_size(PAGE)},
+            {"op": "repeat", "count": self.rng.choice((1, 2, 4)), "step": fmt_size(PAGE),
+             "body": {"op": "mprotect", "addr": self.addr(x), "len": fmt_size(PAGE), "prot": "PROT_READ"}},
+            {"op": "mmap", "addr": "fail+0", "len": fmt_size(PAGE), "prot": rw,
+             "flags": "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED", "fd": "none"},
+            {"op": "touch", "addr": "fail+0", "write": True}]
+        return ops
 
     def g_pattern(self) -> list[dict[str, Any]]:
         """A short sequence that builds neighbours with *different* anon_vmas, which single random ops
@@ -550,6 +592,9 @@ def generate_scenario(seed: int, index: int, config: FuzzConfig | None = None,
     while len(ops) < config.ops and weights:
         if window and "touch" in kinds and rng.random() < 0.06:
             ops.extend(gen.g_pattern())
+            continue
+        if {"repeat", "touch", "munmap"} <= set(kinds) and rng.random() < 0.02:
+            ops.extend(gen.g_fail_pattern())
             continue
         kind = gen.pick(weights)
         if kind == "setrlimit" and len(ops) > 3 and rng.random() < 0.5:

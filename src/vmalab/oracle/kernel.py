@@ -4,10 +4,13 @@ The work is split between this module and a small C helper, ``runner.c``, compil
 
 * Python resolves the parsed :class:`~vmalab.scenario.Scenario` into a line-based PROGRAM (numbers, plus
   names where needed) and writes it to the helper's stdin.
-* The helper turns ASLR off and re-execs itself with a fixed argv and an empty environment, reads the whole
-  program into static storage, creates the scenario's files, proves the window empty, reports the initial
-  layout, and executes the ops, writing line RECORDS to stdout.  Between ops it neither allocates nor
-  uses stdio, so the process's own address space stays as unperturbed as possible.
+* The helper (given this process's pid as argv[1]) asks to be killed when this process dies
+  (PR_SET_PDEATHSIG) and exits if it already has, turns ASLR off and re-execs itself with a fixed argv and
+  an empty environment, reads the whole program into static storage, sets its host limits, creates the
+  scenario's files, drops every capability when the program says ``unprivileged 1``, proves the window
+  empty, reports the initial layout, and executes the ops, writing line RECORDS to stdout.  Between ops
+  it neither allocates nor uses stdio, so the process's own address space stays as unperturbed as
+  possible.
 * Python parses the records into the result object.
 
 PROGRAM (one item per line; numbers are decimal, unsigned 64-bit unless shown otherwise)::

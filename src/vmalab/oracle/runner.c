@@ -1518,10 +1518,12 @@ int main(int argc, char **argv)
 					fatal_errno("getrlimit", NULL, errno);
 				if (v < rl.rlim_max)
 					rl.rlim_max = v;
-				rl.rlim_cur = rl.rlim_max;
+				if (rl.rlim_cur > rl.rlim_max)
+					rl.rlim_cur = rl.rlim_max;
 				if (syscall(SYS_setrlimit, RLIMIT_AS, &rl) != 0)
 					fatal_errno("setrlimit(RLIMIT_AS)", NULL, errno);
-				limit_as = rl.rlim_cur;
+				/* a lower limit inherited from the parent is the parent's, not the runner's */
+				limit_as = rl.rlim_cur == v ? v : 0;
 			} else if (strcmp(what, "locked") == 0) {
 				limit_locked = v;
 			} else {
