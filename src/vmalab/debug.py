@@ -59,8 +59,8 @@ def validate_mm(mm: MmStruct) -> list[str]:
         problems.append(f"brk {mm.brk:#x} below start_brk {mm.start_brk:#x}")
     if total != mm.total_vm:
         problems.append(f"total_vm {mm.total_vm} != sum of VMA pages {total}")
-    if locked != mm.locked_vm:
-        problems.append(f"locked_vm {mm.locked_vm} != pages of VM_LOCKED VMAs {locked}")
+    if locked + mm.leaked_locked != mm.locked_vm:
+        problems.append(f"locked_vm {mm.locked_vm} != pages of VM_LOCKED VMAs {locked} + leaked {mm.leaked_locked}")
     if accounted + mm.leaked_commit != mm.committed:
         problems.append(f"committed {mm.committed} != VM_ACCOUNT pages {accounted} + leaked {mm.leaked_commit}")
     for vpn, page in mm.pt.all_items():

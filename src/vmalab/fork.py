@@ -57,7 +57,7 @@ FORK_COPIED = frozenset({
 })
 #: MmStruct fields fork builds anew for the child (see :func:`fork`).
 FORK_REBUILT = frozenset({
-    "tree", "pt", "rng", "rlimits", "fdtable", "locked_vm", "committed", "leaked_commit", "def_flags",
+    "tree", "pt", "rng", "rlimits", "fdtable", "locked_vm", "committed", "leaked_commit", "leaked_locked", "def_flags",
     "hiwater_vm",  # dup_mm(): the child's total_vm after dup_mmap()
     "locks",  # a new mm: no locks held
     "probe",  # a new probe (tracing as the parent's): no events, no fault-injection plan, no observer
@@ -110,6 +110,7 @@ def _dup_mm_struct(mm: M) -> M:
     child.locked_vm = 0
     child.committed = 0  # charged VMA by VMA in fork()
     child.leaked_commit = 0
+    child.leaked_locked = 0
     child.def_flags = mm.def_flags & VM_INIT_DEF_MASK
     child.probe = Probe(tracing=mm.probe.tracing)
     child.fdtable = dict(mm.fdtable)  # dup_fd(): the same struct files, one more reference each

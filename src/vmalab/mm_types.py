@@ -179,6 +179,7 @@ class MmStruct:
         self.committed = 0  # pages charged through security_vm_enough_memory_mm()
         self.hiwater_vm = 0  # the peak total_vm, updated before an unmap lowers it (VmPeak)
         self.leaked_commit = 0  # charges the kernel never releases (reported as kernel behaviour)
+        self.leaked_locked = 0  # locked_vm pages the kernel never uncounts (mremap DONTUNMAP of a locked VMA)
         self.def_flags = 0
         self.start_brk = 0  # 0: no program break (no exec set one); brk() refuses (vmalab.brk)
         self.brk = 0

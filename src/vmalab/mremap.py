@@ -423,9 +423,9 @@ def _dontunmap_complete(mm: MmStruct, vrm: VmaRemap, new_vma: VMA) -> None:
     vma = vrm.vma
     assert vma is not None
     if vma.vm_flags & VM_LOCKED:
-        # The kernel leaves locked_vm as it is here; the model keeps locked_vm equal to the pages of
-        # VM_LOCKED VMAs (an invariant of validate()).
-        mm.locked_vm -= vma.pages
+        # The kernel clears VM_LOCKED here but leaves locked_vm as it is (VmLck counts the pages twice:
+        # measured, scenario mremap_dontunmap_locked_vmlck); they stay counted for the life of the mm.
+        mm.leaked_locked += vma.pages
     vma.vm_flags &= ~C.VM_LOCKED_MASK
     if new_vma is not vma and vrm.addr == vma.vm_start and vrm.addr + vrm.old_len == vma.vm_end:
         vma.anon_vma = None
