@@ -503,6 +503,32 @@ class _Gen:
             return {"op": "snapshot", "range": [self.addr(lo), self.addr(hi)]}
         return {"op": "snapshot"}
 
+    def g_file_pattern(self) -> list[dict[str, Any]]:
+        """Page-cache reads that single random ops rarely line up: a disk file whose size ends inside a
+        page, mapped (sometimes executable, sometimes under MADV_RANDOM), read, grown, read again, and
+        read past its end (readahead, the old end-of-file page after growth, fault-around at EOF)."""
+        rng = self.rng
+        npg = rng.randint(4, 12)
+        x = rng.randrange(max(1, self.arena - npg))
+        self.note(x, npg)
+        name = f"disk:p{rng.randrange(2)}"
+        size = rng.randint(1, npg - 1) * PAGE + rng.choice((0, 0x123, 0x800))
+        prot = rng.choice(("PROT_READ", "PROT_READ|PROT_EXEC", "PROT_READ|PROT_WRITE|PROT_EXEC"))
+        fd = f"{name}:{npg * 4}K"
+        ops: list[dict[str, Any]] = [
+            {"op": "ftruncate", "fd": fd, "len": fmt_size(size)},
+            {"op": "mmap", "addr": self.addr(x), "len": fmt_size(npg * PAGE), "prot": prot,
+             "flags": rng.choice(("MAP_PRIVATE|MAP_FIXED", "MAP_SHARED|MAP_FIXED")), "fd": fd, "offset": 0}]
+        if self.chance(0.6):
+            ops.append({"op": "madvise", "addr": self.addr(x), "len": fmt_size(npg * PAGE),
+                        "advice": rng.choice(("MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_NORMAL"))})
+        ops.append({"op": "touch", "addr": self.addr(x + rng.randrange(max(1, size // PAGE))), "write": False})
+        if self.chance(0.6):
+            ops.append({"op": "ftruncate", "fd": fd, "len": fmt_size(size + rng.randint(1, npg) * PAGE)})
+        ops.append({"op": "touch", "addr": self.addr(x + rng.randrange(npg)), "write": False})
+        ops.append({"op": "mincore", "addr": self.addr(x), "len": fmt_size(npg * PAGE)})
+        return ops
+
     def g_fail_pattern(self) -> list[dict[str, Any]]:
         """A repeat that surely stops (an mprotect of a page just unmapped: ENOMEM; a touch could grow a
         GROWSDOWN VMA above it instead of faulting), then ops at ``fail+X``: the first address of the
@@ -595,6 +621,9 @@ def generate_scenario(seed: int, index: int, config: FuzzConfig | None = None,
             continue
         if {"repeat", "touch", "munmap"} <= set(kinds) and rng.random() < 0.02:
             ops.extend(gen.g_fail_pattern())
+            continue
+        if {"touch", "ftruncate", "madvise"} <= set(kinds) and rng.random() < 0.03:
+            ops.extend(gen.g_file_pattern())
             continue
         kind = gen.pick(weights)
         if kind == "setrlimit" and len(ops) > 3 and rng.random() < 0.5:
