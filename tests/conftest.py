@@ -106,6 +106,23 @@ def skip_live(request: pytest.FixtureRequest, recorded: str | None, reason: str)
     pytest.skip(reason)
 
 
+def live_diffs(path: str, rec: dict, request: pytest.FixtureRequest) -> list[str]:
+    """Run scenario ``path`` on the live kernel and compare it with its recording ``rec``; skipped (and listed
+    in the summary) when the numeric release or the privileges differ from the recording's."""
+    from vmalab.oracle.kernel import run_on_kernel
+    from vmalab.scenario import compare_results, load_scenario
+
+    recorded = rec["env"]["kernel"]
+    if not release_matches(recorded, live_release()):
+        skip_live(request, recorded, f"recorded on {numeric_release(recorded) or recorded}, the live kernel is "
+                  f"{numeric_release(live_release()) or live_release()}: re-record to compare")
+    live = run_on_kernel(load_scenario(path))
+    why = caps_difference(rec["env"], live["env"])
+    if why:
+        skip_live(request, recorded, f"privileges differ: {why}")
+    return compare_results(rec, live)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 

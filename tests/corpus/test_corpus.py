@@ -20,14 +20,13 @@ from vmalab.scenario import compare_results, load_scenario
 
 from ..conftest import (
     ROOT,
-    caps_difference,
     corpus_paths,
+    live_diffs,
     live_release,
     load_json,
     needs_linux,
     numeric_release,
     release_matches,
-    skip_live,
 )
 
 PATHS = corpus_paths()
@@ -60,18 +59,7 @@ def test_model_agrees_with_recording(path: str) -> None:
 def test_recording_matches_live_kernel(path: str, request: pytest.FixtureRequest) -> None:
     """Compared whenever the live kernel has the recording's numeric release (the build suffix, e.g.
     ``-fc-v595`` vs ``-fc-v669``, does not change behaviour); skips are listed in the test summary."""
-    from vmalab.oracle.kernel import run_on_kernel
-
-    rec = _recording(path)
-    recorded = rec["env"]["kernel"]
-    if not release_matches(recorded, live_release()):
-        skip_live(request, recorded, f"recorded on {numeric_release(recorded) or recorded}, the live kernel is "
-                  f"{numeric_release(live_release()) or live_release()}: re-record to compare")
-    live = run_on_kernel(load_scenario(path))
-    why = caps_difference(rec["env"], live["env"])
-    if why:
-        skip_live(request, recorded, f"privileges differ: {why}")
-    diffs = compare_results(rec, live)
+    diffs = live_diffs(path, _recording(path), request)
     assert not diffs, f"live kernel {live_release()} differs from the recording:\n" + "\n".join(diffs[:20])
 
 

@@ -19,13 +19,9 @@ from vmalab.scenario import compare_results, load_scenario
 from ..conftest import (
     KNOWN_DIVERGENCES_DIR,
     SCENARIO_DIR,
-    caps_difference,
-    live_release,
+    live_diffs,
     load_json,
     needs_linux,
-    numeric_release,
-    release_matches,
-    skip_live,
 )
 
 HERE = KNOWN_DIVERGENCES_DIR
@@ -63,15 +59,4 @@ def test_divergence_is_documented_and_still_only_rss(path: str) -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_recording_is_what_the_live_kernel_does(path: str, request: pytest.FixtureRequest) -> None:
-    from vmalab.oracle.kernel import run_on_kernel
-
-    rec = load_json(path[:-5] + ".kernel.json")
-    recorded = rec["env"]["kernel"]
-    if not release_matches(recorded, live_release()):
-        skip_live(request, recorded, f"recorded on {numeric_release(recorded) or recorded}, the live kernel is "
-                  f"{numeric_release(live_release()) or live_release()}: re-record to compare")
-    live = run_on_kernel(load_scenario(path))
-    why = caps_difference(rec["env"], live["env"])
-    if why:
-        skip_live(request, recorded, f"privileges differ: {why}")
-    assert not compare_results(rec, live)
+    assert not live_diffs(path, load_json(path[:-5] + ".kernel.json"), request)
