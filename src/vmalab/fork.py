@@ -62,6 +62,7 @@ FORK_REBUILT = frozenset({
     "locks",  # a new mm: no locks held
     "probe",  # a new probe (tracing as the parent's): no events, no fault-injection plan, no observer
     "resources",  # the child's own references are tracked afresh
+    "children", "next_pid",  # a new process: no children of its own yet
 })
 
 M = TypeVar("M", bound=MmStruct)

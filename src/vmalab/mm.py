@@ -13,9 +13,7 @@ returns (an address, 0, or ``-errno``).
 from __future__ import annotations
 
 import errno
-import itertools
 import operator
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, SupportsIndex
 
@@ -49,10 +47,6 @@ def _check(r: int) -> int:
 #: the pseudo-syscalls of :meth:`MM.syscall` (no row of the table: no scenario op routes through them):
 #: name -> argument names
 PSEUDO_SYSCALLS: dict[str, tuple[str, ...]] = {"touch": ("addr", "write", "value"), "fork": ()}
-_PIDS = itertools.count(2)  # the pids fork() hands out (1 is init)
-# the children forked through MM.syscall("fork"), per parent: kept beside the MM, not in it (they are no
-# state of the mm_struct, and fork() copies the mm_struct's state)
-_CHILDREN: weakref.WeakKeyDictionary[MM, dict[int, MM]] = weakref.WeakKeyDictionary()
 
 
 def syscall_params(name: str) -> tuple[str, ...]:
@@ -155,11 +149,6 @@ class MM(MmStruct):
         r = sc.fn(self, *regs)
         return int(r[0]) if sc.ret == RET_VEC else int(r)
 
-    @property
-    def children(self) -> dict[int, MM]:
-        """The children forked through ``syscall("fork")`` and not yet taken out, by pid."""
-        return _CHILDREN.setdefault(self, {})
-
     def sys_touch(self, addr: int, write: int, value: int) -> int:
         """The ``touch`` pseudo-syscall (see :meth:`syscall`): the byte read, 0 for a write, or -EFAULT."""
         try:
@@ -173,7 +162,8 @@ class MM(MmStruct):
         child = fork(self)
         if isinstance(child, int):
             return child
-        pid = next(_PIDS)
+        pid = self.next_pid
+        self.next_pid += 1
         self.children[pid] = child
         return pid
 

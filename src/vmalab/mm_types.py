@@ -189,6 +189,10 @@ class MmStruct:
         self.next_anon_vma_id = 1
         self.next_ino = 1000
         self.fdtable: dict[int, File] = {}
+        # the process around the mm, for the ``fork`` pseudo-syscall of MM.syscall: children forked and not
+        # yet taken out, by pid, and the next pid to hand out (1 is init)
+        self.children: dict[int, MmStruct] = {}
+        self.next_pid = 2
 
     # -- identity and lookups -------------------------------------------------------------------------
     @property
