@@ -27,44 +27,47 @@ __all__ = ["check_brk_limits", "check_data_rlimit", "do_brk_flags", "sys_brk"]
 
 def sys_brk(mm: MmStruct, brk: int) -> int:
     """Models mm/mmap.c: SYSCALL_DEFINE1(brk): returns the new break, or the old one on failure."""
-    brk &= ULONG_MASK
-    origbrk = mm.brk
-    if not mm.start_brk:
-        return origbrk  # no exec set a program break (a bare MM): refuse, never a heap at page 0
-    if brk < mm.start_brk:
-        return origbrk
-    if check_data_rlimit(mm, brk):
-        return origbrk
-    newbrk = page_align(brk)
-    oldbrk = page_align(mm.brk)
-    if oldbrk == newbrk:
-        mm.brk = brk
-        return brk
-    if brk <= mm.brk:
-        # Always allow shrinking brk: unmap [newbrk, oldbrk) if a VMA lies there.
-        brkvma = mm.tree.find_intersection(newbrk, oldbrk)
-        if brkvma is None:
+    with mm.locks.mmap_write():  # SYSCALL_DEFINE1(brk): mmap_write_lock_killable() first
+        brk &= ULONG_MASK
+        origbrk = mm.brk
+        if not mm.start_brk:
+            return origbrk  # no exec set a program break (a bare MM): refuse, never a heap at page 0
+        if brk < mm.start_brk:
+            return origbrk
+        if check_data_rlimit(mm, brk):
+            return origbrk
+        newbrk = page_align(brk)
+        oldbrk = page_align(mm.brk)
+        if oldbrk == newbrk:
+            mm.brk = brk
+            return brk
+        if brk <= mm.brk:
+            # Always allow shrinking brk: unmap [newbrk, oldbrk) if a VMA lies there.
+            brkvma = mm.tree.find_intersection(newbrk, oldbrk)
+            if brkvma is None:
+                return origbrk
+            mm.brk = brk
+            if do_vmi_munmap(mm, newbrk, oldbrk):
+                mm.brk = origbrk
+                return origbrk
+            return brk
+        length = (newbrk - oldbrk) & ULONG_MASK  # unsigned: a break that wraps is a huge length
+        if check_brk_limits(mm, oldbrk, length):
+            return origbrk
+        nxt = mm.tree.find(oldbrk)
+        if nxt is not None and nxt.vm_start < newbrk + C.PAGE_SIZE + C.STACK_GUARD_GAP:
+            if newbrk + C.PAGE_SIZE > nxt.start_gap():
+                return origbrk
+        brkvma = mm.tree.prev(oldbrk)
+        if brkvma is not None and brkvma.vm_end <= mm.start_brk:
+            brkvma = None  # vma_prev_limit(): only VMAs of the heap area count
+        if do_brk_flags(mm, brkvma, oldbrk, length, 0):
             return origbrk
         mm.brk = brk
-        if do_vmi_munmap(mm, newbrk, oldbrk):
-            mm.brk = origbrk
-            return origbrk
-        return brk
-    length = (newbrk - oldbrk) & ULONG_MASK  # unsigned: a break that wraps is a huge length
-    if check_brk_limits(mm, oldbrk, length):
-        return origbrk
-    nxt = mm.tree.find(oldbrk)
-    if nxt is not None and nxt.vm_start < newbrk + C.PAGE_SIZE + C.STACK_GUARD_GAP:
-        if newbrk + C.PAGE_SIZE > nxt.start_gap():
-            return origbrk
-    brkvma = mm.tree.prev(oldbrk)
-    if brkvma is not None and brkvma.vm_end <= mm.start_brk:
-        brkvma = None  # vma_prev_limit(): only VMAs of the heap area count
-    if do_brk_flags(mm, brkvma, oldbrk, length, 0):
-        return origbrk
-    mm.brk = brk
-    if mm.def_flags & VM_LOCKED:
-        populate_range(mm, oldbrk, length, ignore_errors=True)
+        populate = bool(mm.def_flags & VM_LOCKED)
+    if populate:
+        with mm.locks.mmap_read():  # mm_populate() after mmap_write_unlock()
+            populate_range(mm, oldbrk, length, ignore_errors=True)
     return brk
 
 

@@ -59,9 +59,9 @@ def _fmt_args(args: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items() if k != "body")
 
 
-def print_result(result: dict[str, Any], out: Any = None) -> None:
+def print_result(result: dict[str, Any], out: Any = None, traces: list[list[Any]] | None = None) -> None:
     """Print a result object for a person: one line per op, snapshots as VMA lines (every line
-    :func:`printable`)."""
+    :func:`printable`); ``traces`` (a ModelRunner's ``op_traces``): each op's trace lines below it."""
     w = out or sys.stdout
 
     def line(text: str, file: Any) -> None:
@@ -98,6 +98,9 @@ def print_result(result: dict[str, Any], out: Any = None) -> None:
                 line(f"      child: {vma_line(v)}", file=w)
             for rd in r["child"].get("reads", []):
                 line(f"      child read {rd}", file=w)
+        if traces is not None and i < len(traces):
+            for ev in traces[i]:
+                line(f"      trace: {ev}", file=w)
 
 
 def _load(path: str) -> Any:
@@ -162,21 +165,51 @@ def _profile_option(f: Any) -> Any:
                         help="Kernel profile of the model (default: the scenario's kernel_profile, else 6.18).")(f)
 
 
+def _driver_option(f: Any) -> Any:
+    return click.option("--driver", "driver_files", multiple=True, metavar="FILE.py[:NAME]",
+                        help="Load a driver from a Python file (or module), as 'vmalab explore' does; the "
+                        "scenario opens it as dev:STEM (the file's name without .py; or, with one --driver, "
+                        "any dev:NAME that is no built-in driver).  Repeatable.  Code runs only when named "
+                        "here: a scenario alone never imports a file.")(f)
+
+
+def _load_drivers(specs: tuple[str, ...]) -> dict[str, Any]:
+    """Load the --driver files: {name scenarios call it: open(mm, size) -> fd}."""
+    from .drivers import driver_names
+    from .explore import ExploreError, load_driver
+    out: dict[str, Any] = {}
+    for spec in specs:
+        if spec in driver_names():
+            raise CliError(f"--driver {spec}: a built-in driver; scenarios open it as dev:{spec} without --driver")
+        try:
+            d = load_driver(spec)
+        except ExploreError as e:
+            raise CliError(f"--driver {spec}: {e}") from None
+        if d.name in out:
+            raise CliError(f"--driver {spec}: a driver named {d.name!r} is loaded already")
+        out[d.name] = d.opener
+    return out
+
+
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result object of the scenario format.")
 @click.option("--kernel", is_flag=True, help="Run on this machine's live kernel instead of the model.")
-@click.option("--trace", is_flag=True, help="Print the model's trace events after the results.")
+@click.option("--trace", is_flag=True, help="Print the model's trace events, each below the op that caused it.")
 @click.option("--all-profiles", is_flag=True, help="Run on the model under every kernel profile and show how "
               "the outcome changes.")
 @_profile_option
+@_driver_option
 @_unprivileged_option
 @_hwpoison_option
 @_limit_options
 def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None,
-        unprivileged: bool, allow_hwpoison: bool, max_resident: int | None, max_iterations: int | None) -> None:
+        driver_files: tuple[str, ...], unprivileged: bool, allow_hwpoison: bool, max_resident: int | None,
+        max_iterations: int | None) -> None:
     """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
-    limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations}
+    refuse_together(kernel=kernel, driver=driver_files)
+    drivers = _load_drivers(driver_files)
+    limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations, "drivers": drivers}
     refuse_together(json=as_json, trace=trace)
     refuse_together(kernel=kernel, all_profiles=all_profiles)
     refuse_together(kernel=kernel, kernel_profile=profile)
@@ -195,7 +228,7 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
         try:
             check_supported(scn)
             runner = ModelRunner(scn, validate=True, trace=trace, kernel=profile, caps=() if unprivileged else None,
-                                 max_resident=max_resident, max_iterations=max_iterations)
+                                 max_resident=max_resident, max_iterations=max_iterations, drivers=drivers)
             result = runner.run()
         except ModelUnsupported as e:
             raise CliError(f"{scenario}: {e}") from None
@@ -203,15 +236,11 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
         result.get("env", {}).pop("initial_maps", None) if not kernel else None
         click.echo(json.dumps(result, indent=1))
         return
-    print_result(result)
+    print_result(result, traces=runner.op_traces if trace and not kernel else None)
     if not kernel:
         from .procfs import maps
         click.echo("# final /proc/self/maps (model)")
         echo(maps(runner.mm), nl=False)
-        if trace:
-            click.echo("# trace")
-            for ev in runner.mm.trace:
-                echo(f"  {ev}")
 
 
 def _run_all_profiles(scn: Any, as_json: bool, trace: bool, path: str = "",
@@ -257,6 +286,22 @@ def _run_all_profiles(scn: Any, as_json: bool, trace: bool, path: str = "",
     unavailable = [n for n, r in outcomes.items() if "unavailable" in r]
     click.echo(f"== ops whose outcome differs across profiles (*): {', '.join(map(str, differing)) or 'none'}"
                + (f"; not available under: {', '.join(unavailable)}" if unavailable else ""))
+
+
+@main.command()
+def drivers() -> None:
+    """List the built-in drivers (scenarios open them as dev:NAME), one line each."""
+    import sys as _sys
+
+    from .drivers import REGISTRY, driver_names
+    for name in driver_names():
+        mod = _sys.modules.get(getattr(REGISTRY[name], "__module__", ""))
+        doc = " ".join(((mod.__doc__ if mod else None) or "").split("\n\n")[0].split()).replace("``", "")
+        end = doc.find(". ")  # the docstring's first sentence, cut at a word to fit 100 columns
+        doc = doc[:end + 1] if end >= 0 else doc
+        if len(doc) > 84:
+            doc = doc[:81].rsplit(" ", 1)[0] + " ..."
+        echo(f"{name:<15} {doc}")
 
 
 @main.command()
@@ -408,8 +453,10 @@ def recording_path(scenario_path: str) -> str:
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), required=False)
 @click.option("--smaps", is_flag=True, help="Print smaps instead of maps.")
+@_driver_option
 @_limit_options
-def maps(scenario: str | None, smaps: bool, max_resident: int | None, max_iterations: int | None) -> None:
+def maps(scenario: str | None, smaps: bool, driver_files: tuple[str, ...], max_resident: int | None,
+         max_iterations: int | None) -> None:
     """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process)."""
     from .execute import ModelRunner, check_supported
     from .procfs import maps as maps_text
@@ -417,7 +464,8 @@ def maps(scenario: str | None, smaps: bool, max_resident: int | None, max_iterat
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
     try:
         check_supported(scn)
-        runner = ModelRunner(scn, validate=True, max_resident=max_resident, max_iterations=max_iterations)
+        runner = ModelRunner(scn, validate=True, max_resident=max_resident, max_iterations=max_iterations,
+                             drivers=_load_drivers(driver_files))
         runner.run()
     except ModelUnsupported as e:
         raise CliError(f"{scenario}: {e}" if scenario else str(e)) from None
@@ -492,15 +540,27 @@ def faults_list(as_json: bool) -> None:
         click.echo(f"{p.name:<19} {ERRNO_NAMES[p.errno]:<7} {p.function}: {p.description}{tag}")
 
 
+def _explore_profile_option(f: Any) -> Any:
+    from .profiles import PROFILES
+    return click.option("--kernel-profile", "profile", type=click.Choice(list(PROFILES)), default=None,
+                        help=f"Kernel profile to explore under (default: {EXPLORE_DEFAULT_PROFILE}; with --replay, "
+                        "the scenario's kernel_profile, else 6.18).")(f)
+
+
+#: The profile ``vmalab explore`` runs when none is given: the first release with the whole mmap_prepare
+#: contract (actions, hooks, vm_ops->mapped).
+EXPLORE_DEFAULT_PROFILE = "7.1"
+
+
 @main.command()
 @click.argument("driver")
-@_profile_option
+@_explore_profile_option
 @click.option("--all-profiles", is_flag=True, help="Explore under every kernel profile.")
 @click.option("--pairs/--no-pairs", default=True, show_default=True,
               help="Also inject a second fault at every point each single-fault run hits.")
 @click.option("--driver-points", is_flag=True, help="Also fail the driver's own callbacks (mmap_prepare, "
               "->mmap, mapped, success_hook, finish) without running them.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for CI; with a 'summary').")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write each finding's reproducing scenario (with its 'inject' field) here.")
 @click.option("--replay", type=click.Path(dir_okay=False), default=None,
@@ -512,7 +572,15 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
     DRIVER is a built-in driver name, or a Python file/module that defines open(mm, size) -> fd or one
     FileOperations subclass (FILE.py:NAME picks one).  Exit status 1 when the driver has findings; the
     kernel's own behaviour is reported separately and does not count."""
-    from .explore import ExploreError, all_profile_names, format_report, load_driver, run_scenario, write_scenarios
+    from .explore import (
+        ExploreError,
+        Progress,
+        all_profile_names,
+        format_report,
+        load_driver,
+        run_scenario,
+        write_scenarios,
+    )
     from .explore import explore as run_explore
     refuse_together(all_profiles=all_profiles, kernel_profile=profile)
     refuse_together(replay=replay, all_profiles=all_profiles)
@@ -530,6 +598,8 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
         if profile:
             raw["kernel_profile"] = profile
         res = run_scenario(raw, spec)
+        if not as_json:
+            _replay_run(raw, spec, replay)
         if as_json:
             click.echo(json.dumps({"unavailable": res.unavailable, "problems": [p.__dict__ for p in res.problems]},
                                   indent=1))
@@ -538,11 +608,15 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
                 click.echo(f"not available: {res.unavailable}")
             for p in res.problems:
                 click.echo(f"{p.kind}: {p.category}: {p.what}")
+            if not res.problems and not res.unavailable:
+                click.echo("no findings")
         if any(p.kind == "driver" for p in res.problems):
             sys.exit(1)
         return
-    profiles = all_profile_names() if all_profiles else [profile or "7.1"]
-    rep = run_explore(spec, profiles, pairs=pairs, driver_points=driver_points)
+    profiles = all_profile_names() if all_profiles else [profile or EXPLORE_DEFAULT_PROFILE]
+    progress = Progress()  # stderr: a line in place on a terminal, else one every 10 s
+    rep = run_explore(spec, profiles, pairs=pairs, driver_points=driver_points, progress=progress)
+    progress.done()
     if out_dir:
         write_scenarios(rep, out_dir)
     if as_json:
@@ -550,4 +624,54 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
     else:
         click.echo(format_report(rep), nl=False)
     if rep.findings:
+        sys.exit(1)
+
+
+def _replay_run(raw: dict[str, Any], spec: Any, path: str) -> None:
+    """Print a replayed scenario as ``vmalab run --trace --driver`` does (each op with its trace lines, then
+    the final maps): what the explorer checks, shown whether or not it finds anything."""
+    from .execute import ModelRunner
+    from .procfs import maps as maps_text
+    try:
+        runner = ModelRunner(parse_scenario(raw), validate=False, trace=True, drivers={spec.name: spec.opener})
+    except ModelUnsupported as e:
+        echo(f"# {path}: cannot run: {e}")
+        return
+    try:
+        result = runner.run()
+    except Exception as e:  # the driver raised (the kernel would oops): show the ops that ran
+        done = len(runner.op_traces)
+        echo(f"# {path}: the run stopped at op {done}: {type(e).__name__}: {e}")
+        result = {"name": raw.get("name"), "env": {"kernel": "model-" + runner.mm.profile.name},
+                  "results": [{"op": op.op, "args": op.args, "ret": "-"} for op in runner.scn.ops[:done]]}
+    print_result(result, traces=runner.op_traces)
+    click.echo("# final /proc/self/maps (model)")
+    echo(maps_text(runner.mm), nl=False)
+
+
+@main.command("port-check")
+@click.argument("old")
+@click.argument("new")
+@_profile_option
+@click.option("--no-faults", is_flag=True, help="Compare the fault-free runs only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def port_check(old: str, new: str, profile: str | None, no_faults: bool, as_json: bool) -> None:
+    """Compare OLD (a legacy ->mmap driver) with NEW (its ->mmap_prepare port).
+
+    Both run through the same shapes and injected failures on every kernel profile (or --kernel-profile);
+    every behavioural difference is listed side by side, the ones upstream documents as intended marked
+    INTENDED.  OLD and NEW are driver files (FILE.py[:NAME]) or built-in names, as for explore.  Exit
+    status 1 when there is an unintended difference."""
+    from .explore import ExploreError, load_driver
+    from .portcheck import compare, format_report
+    try:
+        specs = load_driver(old), load_driver(new)
+    except ExploreError as e:
+        raise CliError(str(e)) from None
+    rep = compare(*specs, profiles=[profile] if profile else None, faults=not no_faults)
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=1))
+    else:
+        click.echo(format_report(rep), nl=False)
+    if rep.unintended:
         sys.exit(1)

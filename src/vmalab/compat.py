@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def vfs_mmap(mm: MmStruct, file: File, vma: VMA) -> int:
-    """Models vfs_mmap(): compat_vma_mmap() for an mmap_prepare file, else the legacy ``->mmap`` (7.1:
-    refusing a legacy hook that installed ``vm_ops->mapped``)."""
+    """Models vfs_mmap(): compat_vma_mmap() for an mmap_prepare file, else the legacy ``->mmap``, whose
+    result is returned as is (a ``vm_ops->mapped`` it installs is never called: 3d3544a6c996)."""
     if file.f_op.has_mmap_prepare and file.f_op.has_mmap:
         mm.probe.trace("mmap", "WARN: file has both mmap and mmap_prepare")
         return -errno.ENODEV
@@ -45,14 +45,16 @@ def compat_set_desc_from_vma(mm: MmStruct, file: File, vma: VMA) -> VmAreaDesc:
 
 
 def compat_set_vma_from_desc(mm: MmStruct, vma: VMA, desc: VmAreaDesc) -> None:
-    """Models compat_set_vma_from_desc(): only pgoff, vm_file (vma_set_file), flags, page_prot, vm_ops and
-    private_data are written back."""
+    """Models compat_set_vma_from_desc() (set_vma_from_desc() before 7.1): only pgoff, vm_file
+    (vma_set_file), flags, page_prot, vm_ops and private_data are written back, vm_ops unconditionally: up
+    to 7.1 the desc starts with NULL vm_ops, so an inner hook that sets none leaves the VMA with NULL
+    vm_ops; 7.2 starts the desc from the VMA's vm_ops."""
     vma.vm_pgoff = desc.pgoff
     if desc.vm_file is not None and desc.vm_file is not vma.vm_file:
         vma_set_file(vma, desc.vm_file)
     vma.vm_flags = desc.vm_flags
     vma.page_prot = desc.page_prot
-    mm.profile.user_vm_ops(vma, desc.vm_ops, None)
+    vma.vm_ops = desc.vm_ops
     vma.vm_private_data = desc.private_data
 
 

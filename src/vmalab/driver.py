@@ -235,15 +235,16 @@ def remap_pfn_range_prepare(desc: VmAreaDesc, checked: bool) -> int:
 
 def simple_ioremap_prepare(desc: VmAreaDesc) -> int:
     """Models simple_ioremap_prepare() / __simple_ioremap_prep() (7.1): turn (phys, size) into a remap of
-    the whole VMA from ``pfn + pgoff``."""
+    the whole VMA from ``pfn + pgoff``.  The overflow checks are 64-bit wraps: ``start + len`` as a
+    phys_addr_t and ``pfn + pages`` as an unsigned long (which cannot wrap on 64-bit)."""
     a = desc.action
     phys, size = a.start_phys_addr, a.size
-    if phys + size >= 1 << 64 or phys + size < phys:
+    if phys + size >= 1 << 64:  # start + len < start
         return -errno.EINVAL
     size += phys & (PAGE_SIZE - 1)
     pfn = phys >> PAGE_SHIFT
-    pages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
-    if pfn + pages >= 1 << (64 - PAGE_SHIFT):
+    pages = ((size + PAGE_SIZE - 1) & C.ULONG_MASK) >> PAGE_SHIFT  # (len + ~PAGE_MASK) >> PAGE_SHIFT
+    if pfn + pages >= 1 << 64:  # pfn + pages < pfn
         return -errno.EINVAL
     if desc.pgoff > pages:
         return -errno.EINVAL

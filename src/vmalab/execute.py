@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import constants as C
@@ -17,9 +17,13 @@ from .faults import Fault
 from .files import ProfileFeatureError
 from .mm import MM
 from .pagetable import Page, PageTable
+from .probe import TraceEvent
 from .procfs import MapsFormatError, import_maps, maps_line, maps_offset, perms, task_mem, vma_name
 from .scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr, parse_inject
 from .syscalls import ADDR, FD, OPS, RET_ADDR, RET_BRK, RET_VEC, Syscall, for_op
+
+#: a driver's open(mm, size) -> fd (vmalab.drivers.REGISTRY values, drivers loaded from files)
+Opener = Callable[[MM, int], int]
 
 #: the ops that are not rows of the syscall table (vmalab.syscalls.OPS holds the others)
 MODEL_OPS = {"touch", "snapshot", "vma_count", "repeat", "setrlimit", "ftruncate", "fork", "status", "capdrop"}
@@ -100,14 +104,17 @@ class ModelRunner:
     def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool = False,
                  trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
                  timeout: float | None = None, max_resident: int | None = None,
-                 max_iterations: int | None = None) -> None:
-        """``caps``: the capabilities the process starts with (default: root with all of them; a live
-        result's ``env.caps`` when comparing with it).  ``timeout``: seconds of wall-clock time the run may
-        take (default: the scenario's ``timeout``, else no limit).  ``max_resident``: the most PTEs the
-        model holds at once, and the most page-cache pages of one file (default
-        :data:`DEFAULT_MAX_RESIDENT`); ``max_iterations``: the most repeat iterations of the run (default
-        :data:`DEFAULT_MAX_ITERATIONS`).  Going past a limit raises :class:`ModelLimitExceeded`."""
+                 max_iterations: int | None = None, drivers: Mapping[str, Opener] | None = None) -> None:
+        """``drivers``: drivers loaded from files named on the command line, by the name scenarios call
+        them (``dev:NAME``; see :meth:`loaded_driver`).  ``caps``: the capabilities the process starts with
+        (default: root with all of them; a live result's ``env.caps`` when comparing with it).
+        ``timeout``: seconds of wall-clock time the run may take (default: the scenario's ``timeout``, else
+        no limit).  ``max_resident``: the most PTEs the model holds at once, and the most page-cache pages
+        of one file (default :data:`DEFAULT_MAX_RESIDENT`); ``max_iterations``: the most repeat iterations
+        of the run (default :data:`DEFAULT_MAX_ITERATIONS`).  Going past a limit raises :class:`ModelLimitExceeded`."""
         self.scn = scn
+        self.drivers: dict[str, Opener] = dict(drivers or {})
+        self.op_traces: list[list[TraceEvent]] = []  # the trace events of each op, in op order
         self.max_resident = DEFAULT_MAX_RESIDENT if max_resident is None else max_resident
         self.max_iterations = DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations
         self.iterations = 0
@@ -170,11 +177,15 @@ class ModelRunner:
         if entry is None:
             size = spec.size or 0
             if spec.kind == "dev":
-                from .drivers import open_driver
-                try:
-                    fd = open_driver(mm, spec.name, size)
-                except ValueError as e:
-                    raise ModelUnsupported(str(e)) from None
+                opener = self.loaded_driver(spec.name)
+                if opener is not None:
+                    fd = opener(mm, size)
+                else:
+                    from .drivers import open_driver
+                    try:
+                        fd = open_driver(mm, spec.name, size)
+                    except ValueError as e:  # a scenario never loads code: a driver file needs --driver
+                        raise ModelUnsupported(f"{e}; a driver file is loaded only with --driver FILE.py") from None
             elif spec.kind == "memfd":
                 fd = mm.memfd_create(spec.name, size)
             elif spec.kind == "secretmem":
@@ -186,6 +197,18 @@ class ModelRunner:
         if spec.mode not in entry:
             entry[spec.mode] = mm.reopen(entry["rw"], spec.mode)
         return entry[spec.mode]
+
+    def loaded_driver(self, name: str) -> Opener | None:
+        """The loaded driver that ``dev:NAME`` opens: the one of that name; else, when exactly one driver
+        was loaded and NAME is no built-in driver, that one (a reproducer written for a variant of it, as
+        ``vmalab explore --replay`` does).  None: a built-in driver."""
+        if name in self.drivers:
+            return self.drivers[name]
+        if len(self.drivers) == 1:
+            from .drivers import REGISTRY
+            if name not in REGISTRY:
+                return next(iter(self.drivers.values()))
+        return None
 
     def snapshot_vmas(self, lo: int, hi: int, window: bool) -> list[dict[str, Any]]:
         out = []
@@ -316,7 +339,8 @@ class ModelRunner:
                 args.append(p[prm.key] if prm.default is None else p.get(prm.key, prm.default))
         if sc.ret == RET_VEC:
             self.check_mincore(args[0], args[1])
-        r = sc.fn(self.mm, *args)
+        with self.mm.probe.in_syscall(sc.name):
+            r = sc.fn(self.mm, *args)
         if sc.ret == RET_VEC:
             rc, vec = r
             out = self._ret(rc)
@@ -399,9 +423,13 @@ class ModelRunner:
             self.deadline = time.monotonic() + self.timeout
         for i, op in enumerate(self.scn.ops):
             res = {"op": op.op, "args": op.args}
+            probe = self.mm.probe
+            tstart = len(probe.events)
+            probe.op_index = i
             try:
                 self.check_deadline()
-                res.update(self.do(op))
+                with probe.in_syscall(op.op):
+                    res.update(self.do(op))
                 self.check_page_cache()
             except ModelUnsupported as e:  # one line naming the op (the CLI adds the file)
                 raise type(e)(f"op {i} ({op.op}): {e}") from None
@@ -411,7 +439,9 @@ class ModelRunner:
                 res["note"] = op.note
             if self.validate:
                 self.mm.validate()
+            self.op_traces.append(probe.events[tstart:])
             results.append(res)
+        self.mm.probe.op_index = None
         return {"name": self.scn.name, "description": self.scn.description,
                 "env": {"kernel": "model-" + self.mm.profile.name, "machine": "x86_64", "base": f"{BASE:#x}",
                         "window": self.scn.window},
@@ -428,13 +458,14 @@ def check_supported(scn: Scenario) -> None:
 def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool = False,
                  trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
                  timeout: float | None = None, max_resident: int | None = None,
-                 max_iterations: int | None = None) -> dict[str, Any]:
+                 max_iterations: int | None = None, drivers: Mapping[str, Opener] | None = None) -> dict[str, Any]:
     """Run a scenario on a fresh model (under kernel profile ``kernel``, default the scenario's
     ``kernel_profile`` or 6.18) and return the result object of the scenario format.  ``caps``: the
     capabilities the process starts with (default all: root; pass a live result's ``env.caps`` to compare
-    with it); ``timeout``, ``max_resident``, ``max_iterations``: see :class:`ModelRunner`."""
+    with it); ``timeout``, ``max_resident``, ``max_iterations``, ``drivers``: see :class:`ModelRunner`."""
     check_supported(scn)
-    return ModelRunner(scn, initial_maps, validate, trace, kernel, caps, timeout, max_resident, max_iterations).run()
+    return ModelRunner(scn, initial_maps, validate, trace, kernel, caps, timeout, max_resident, max_iterations,
+                       drivers).run()
 
 
 def summarize_result(result: dict[str, Any]) -> list[str]:

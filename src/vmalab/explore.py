@@ -37,18 +37,23 @@ import importlib
 import importlib.util
 import json
 import os
+import sys
+import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from . import constants as C
 from .driver import ProfileFeatureError
 from .execute import ModelRunner
 from .faultpoints import FAULT_POINTS
+from .fdtable import close as fd_close
 from .files import FileOperations
 from .lockcheck import LockChecker, LockOrderGraph
-from .locking import LockError, Mutex
+from .locking import LockError, Mutex, SelfDeadlock
 from .mm import MM, ValidationError
+from .pagetable import PFN
 from .profiles import PROFILES
 from .scenario import BASE, FdSpec, parse_scenario
 
@@ -286,8 +291,13 @@ def run_scenario(raw: dict[str, Any], driver: DriverSpec, graph: LockOrderGraph 
         except ProfileFeatureError as e:
             out.unavailable = str(e)
             return out
+        except SelfDeadlock as e:
+            add("driver", "self-deadlock", f"{e.callback or 'a callback'} takes a lock the core already holds in "
+                                           f"{op.op}(): {e}")
+            out.crashed = True
+            break
         except LockError as e:
-            add("driver", "lock", f"{e} in {op.op}")
+            add("driver", "lock", f"{e} in {op.op}" + (f" (in {e.callback})" if e.callback else ""))
             out.crashed = True
             break
         except ValidationError as e:
@@ -298,6 +308,9 @@ def run_scenario(raw: dict[str, Any], driver: DriverSpec, graph: LockOrderGraph 
             add("driver", "exception", f"{type(e).__name__} in {op.op}: {e}")
             out.crashed = True
             break
+        if op.op == "mmap":
+            for what in _outside_device(mm):
+                add("driver", "device-range", what)
         fired = [(p, k, e) for p, (k, e) in plan.items() if before_hits.get(p, 0) < k <= mm.fail_hits.get(p, 0)]
         got = _errno_name(res)
         if i == test:
@@ -334,12 +347,18 @@ def run_scenario(raw: dict[str, Any], driver: DriverSpec, graph: LockOrderGraph 
         add("kernel", "lock-order", "the failed VMA is unmapped while i_mmap_rwsem is still held: do_munmap() -> "
                                     "free_pgtables() -> unlink_file_vma_batch_process() takes it again "
                                     "(i_mmap_rwsem -> i_mmap_rwsem: deadlock)")
+    for cyc in _driver_cycles(chk.run_graph):
+        add("driver" if any(c.startswith("driver:") for c in cyc) else "kernel", "lock-order",
+            chk.run_graph.describe(cyc))
     if out.crashed:
         return out
-    # uninjected clean-up of the window, then the leak checks
+    # uninjected clean-up of the window and the descriptors (the last fput() calls ->release), then the
+    # leak checks
     mm.fail_plan.clear()
     try:
         mm.sys_munmap(BASE, WINDOW)
+        for fd in sorted(mm.fdtable):
+            fd_close(mm, fd)
         mm.validate()
     except LockError as e:
         add("driver", "lock", f"{e} in the final munmap")
@@ -355,6 +374,29 @@ def run_scenario(raw: dict[str, Any], driver: DriverSpec, graph: LockOrderGraph 
         add("driver", "leak", f"map_count {mm.map_count}, {initial_count} before the run")
     for rp in mm.resources.check(mm):
         add("driver", rp.kind, rp.what)
+    return out
+
+
+def _driver_cycles(graph: LockOrderGraph) -> list[list[str]]:
+    """The graph's cycles, without the kernel's recursive i_mmap_rwsem (reported with its cause)."""
+    return [c for c in graph.cycles() if not (len(c) == 2 and c[0] == c[1] and not c[0].startswith("driver:"))]
+
+
+def _outside_device(mm: MM) -> list[str]:
+    """PFNs mapped in the window (by an action or remap_pfn_range()) outside the ``device_ranges`` that the
+    VMA's driver declares (:attr:`vmalab.files.FileOperations.device_ranges`)."""
+    out: list[str] = []
+    for v in mm.tree.range(BASE, BASE + WINDOW):
+        ranges = v.vm_file.f_op.device_ranges if v.vm_file is not None else None
+        if ranges is None:
+            continue
+        bad = [(vpn, pg.pfn) for vpn, pg in mm.pt.items(v.vm_start >> C.PAGE_SHIFT, v.vm_end >> C.PAGE_SHIFT)
+               if pg.kind == PFN and not any(b <= pg.pfn < b + n for b, n in ranges)]
+        if bad:
+            dev = ", ".join(f"{b:#x}-{b + n - 1:#x}" for b, n in ranges)
+            first_vpn, first_pfn = bad[0]
+            out.append(f"PFN {first_pfn:#x} remapped at base+{(first_vpn << C.PAGE_SHIFT) - BASE:#x}: "
+                       f"{len(bad)} page(s) outside the device memory the driver declares (PFNs {dev})")
     return out
 
 
@@ -379,9 +421,19 @@ def _check_errno(opname: str, res: dict[str, Any], fired: list[tuple[str, int, i
         or bool(chk.desc is not None and chk.desc.action_if_any is not None
                 and chk.desc.action_if_any.error_override))
     if got is None:
+        ret = res.get("ret")
+        if isinstance(ret, str) and ret.startswith("0x"):
+            ret = int(ret, 16)
+        shown = f"{ret:#x}" if isinstance(ret, int) else str(ret)
         if fp.completion and filtered:
-            add("driver", "errno", f"{opname}() succeeded although the mapping failed and was unmapped: the "
-                                   "driver's error filter cleared the error")
+            hook = next((w for w in ("error_hook", "finish") if w in events), "error_override")
+            if isinstance(ret, int) and 0 < ret <= 4095:
+                why = (f"the driver's {hook} returned {ret} ({C.errname(-ret)} as a positive number), which "
+                       "is not an error code (-errno): it became the address")
+            else:
+                why = f"the driver's {hook} returned {shown}, not an error code (-errno)"
+            add("driver", "errno", f"{opname}() returned {shown} although the mapping failed and was unmapped: "
+                                   f"{why}")
         else:
             add("driver", "errno", f"{opname}() succeeded although {point} failed")
     elif got != want and not filtered:
@@ -422,7 +474,7 @@ class Report:
         return {"driver": self.driver, "profiles": self.profiles, "runs": self.runs,
                 "findings": [f.to_json() for f in self.findings],
                 "kernel_behaviour": [f.to_json() for f in self.kernel],
-                "unavailable": self.unavailable, "refused": self.refused}
+                "unavailable": self.unavailable, "refused": self.refused, "summary": summary_line(self)}
 
 
 def _inject_label(inj: list[dict[str, Any]]) -> str:
@@ -441,11 +493,12 @@ def _scenario(driver: DriverSpec, profile: str, shape: Shape, inj: list[dict[str
     return raw
 
 
-def explore(driver: DriverSpec, profiles: list[str], pairs: bool = True, driver_points: bool = False) -> Report:
+def explore(driver: DriverSpec, profiles: list[str], pairs: bool = True, driver_points: bool = False,
+            progress: Callable[[str, str, int], None] | None = None) -> Report:
     """Explore ``driver`` under each profile (see the module docstring).  Faults are injected at the core's
     points; ``driver_points`` also fails the driver's own callbacks (mmap_prepare, ->mmap, mapped,
     success_hook, finish) without running them — the driver then has to tolerate, e.g., a ->close for a
-    VMA whose mapped hook failed."""
+    VMA whose mapped hook failed.  ``progress(profile, shape, runs)`` is called before every run."""
 
     def wanted(p: str) -> bool:
         return driver_points or not FAULT_POINTS[p].driver
@@ -455,6 +508,8 @@ def explore(driver: DriverSpec, profiles: list[str], pairs: bool = True, driver_
     for prof in profiles:
         graph = LockOrderGraph()
         for shape in shapes(driver.name):
+            if progress is not None:
+                progress(prof, shape.name, rep.runs)
             base = run_scenario(_scenario(driver, prof, shape, []), driver, graph, shape.test)
             rep.runs += 1
             if base.unavailable:
@@ -467,6 +522,8 @@ def explore(driver: DriverSpec, profiles: list[str], pairs: bool = True, driver_
             npairs = 0
             for p, k in singles:
                 inj = [{"point": p, "hit": k, "errno": C.ERRNO_NAMES[FAULT_POINTS[p].errno]}]
+                if progress is not None:
+                    progress(prof, shape.name, rep.runs)
                 r = run_scenario(_scenario(driver, prof, shape, inj), driver, graph, shape.test)
                 rep.runs += 1
                 _collect(rows, prof, shape, inj, r)
@@ -479,18 +536,21 @@ def explore(driver: DriverSpec, profiles: list[str], pairs: bool = True, driver_
                         if npairs >= MAX_PAIRS_PER_SHAPE:
                             break
                         inj2 = [*inj, {"point": q, "hit": j, "errno": C.ERRNO_NAMES[FAULT_POINTS[q].errno]}]
+                        if progress is not None:
+                            progress(prof, shape.name, rep.runs)
                         r2 = run_scenario(_scenario(driver, prof, shape, inj2), driver, graph, shape.test)
                         rep.runs += 1
                         npairs += 1
                         _collect(rows, prof, shape, inj2, r2)
-        for cyc in graph.cycles():
-            if len(cyc) == 2 and cyc[0] == cyc[1] and not cyc[0].startswith("driver:"):
-                continue  # the recursive i_mmap_rwsem is reported with its cause
+        for cyc in _driver_cycles(graph):
+            # a cycle no single run closes: its edges come from different runs, so no one scenario replays it
             involved = any(c.startswith("driver:") for c in cyc)
+            text = graph.describe(cyc)
+            if any(k[1] == prof and k[2] == "lock-order" and k[3].split(":", 2)[:2] == text.split(":", 2)[:2]
+                   for k in rows):
+                continue  # already found within one run (with a reproducer)
             where = graph.edges.get((cyc[-2], cyc[-1])) if len(cyc) > 1 else None
-            text = " -> ".join(cyc + [cyc[0]] if cyc[0] != cyc[-1] else cyc)
-            f = Finding("driver" if involved else "kernel", prof, "lock-order",
-                        f"lock order inversion: {text}", ["(across runs)"], [],
+            f = Finding("driver" if involved else "kernel", prof, "lock-order", text, ["(across runs)"], [],
                         dict(where[1]) if where and isinstance(where[1], dict) else {})
             rows.setdefault((f.kind, prof, f.category, f.what), f)
     for f in rows.values():
@@ -530,9 +590,26 @@ def write_scenarios(rep: Report, out_dir: str) -> None:
         f.path = path
 
 
+WIDTH = 96  # the report fits a 100-column terminal
+
+
+def summary_line(rep: Report) -> str:
+    """The closing line: ``N findings on M profiles; K kernel-behaviour rows``."""
+    n, m, k = len(rep.findings), len(rep.profiles), len(rep.kernel)
+    return (f"{n} finding{'s' if n != 1 else ''} on {m} profile{'s' if m != 1 else ''}; "
+            f"{k} kernel-behaviour row{'s' if k != 1 else ''}")
+
+
+def _wrap(text: str, indent: str = "    ") -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_on_hyphens=False, break_long_words=True)
+
+
 def format_report(rep: Report) -> str:
-    """The human-readable report: driver findings, kernel behaviour, availability."""
-    lines = [f"# vmalab explore {rep.driver}: {rep.runs} runs, profiles {', '.join(rep.profiles)}"]
+    """The human-readable report (at most :data:`WIDTH` columns): driver findings, kernel behaviour,
+    availability and the summary line.  Each finding is one short table row (number, profile, category,
+    shapes) followed by indented lines: what is wrong, the fault points, the reproducing scenario."""
+    lines = _wrap(f"# vmalab explore {rep.driver}: {rep.runs} runs, profiles {', '.join(rep.profiles)}", "")
 
     def table(title: str, rows: list[Finding]) -> None:
         lines.append("")
@@ -540,13 +617,15 @@ def format_report(rep: Report) -> str:
         if not rows:
             lines.append("(none)")
             return
-        lines.append("| # | profile | fault point(s) | shapes | what is wrong | scenario |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| # | profile | category | shapes |")
+        lines.append("|---|---|---|---|")
         for n, f in enumerate(rows, 1):
+            lines.extend(_wrap(f"| {n} | {f.profile} | {f.category} | {', '.join(f.shapes) or '-'} |", ""))
+            lines.extend(_wrap(f.what))
             pts = ", ".join(f.points[:4]) + (f" (+{len(f.points) - 4} more)" if len(f.points) > 4 else "")
-            scn = f.path or ("(use --out)" if f.scenario else "-")
-            lines.append(f"| {n} | {f.profile} | {pts} | {', '.join(f.shapes) or '-'} | {f.category}: {f.what} "
-                         f"| {scn} |")
+            lines.extend(_wrap(f"faults: {pts}"))
+            scn = f.path or ("(use --out DIR to write it)" if f.scenario else "-")
+            lines.extend(_wrap(f"scenario: {scn}"))
 
     table("driver findings", rep.findings)
     table("kernel behaviour (per profile, not the driver's fault)", rep.kernel)
@@ -558,10 +637,44 @@ def format_report(rep: Report) -> str:
             rf = rep.refused.get(prof, {})
             if un:
                 why = sorted(set(un.values()))
-                lines.append(f"- {prof}: not available ({', '.join(sorted(un))}): {'; '.join(why)}")
+                lines.extend(_wrap(f"- {prof}: not available ({', '.join(sorted(un))}): {'; '.join(why)}", ""))
             if rf:
-                lines.append(f"- {prof}: the driver refuses " + ", ".join(f"{s} ({e})" for s, e in sorted(rf.items())))
+                lines.extend(_wrap(f"- {prof}: the driver refuses " +
+                                   ", ".join(f"{s} ({e})" for s, e in sorted(rf.items())), ""))
+    lines.append("")
+    lines.append(summary_line(rep))
     return "\n".join(lines) + "\n"
+
+
+class Progress:
+    """Progress of an exploration on ``stream``: one line rewritten in place on a terminal, otherwise a
+    line every ``every`` seconds (and one per profile)."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 10.0) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every
+        self.last = time.monotonic()  # off a terminal the first line comes after ``every`` seconds
+        self.profile = ""
+
+    def __call__(self, profile: str, shape: str, runs: int) -> None:
+        now = time.monotonic()
+        new_profile = profile != self.profile
+        self.profile = profile
+        if self.tty:
+            if new_profile or now - self.last >= 0.1:
+                self.last = now
+                self.stream.write(f"\rexplore: profile {profile}, shape {shape}: {runs} runs\x1b[K")
+                self.stream.flush()
+        elif now - self.last >= self.every:
+            self.last = now
+            self.stream.write(f"explore: profile {profile}, shape {shape}: {runs} runs\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
 
 
 def all_profile_names() -> list[str]:

@@ -26,6 +26,7 @@ from .files import (
     FileOperations,
     Inode,
     ShmemFileOps,
+    fput,
     shmem_kernel_file_setup,
 )
 from .mm_types import MmStruct
@@ -107,8 +108,10 @@ def reopen(mm: MmStruct, fd: int, mode: str) -> int:
 
 def close(mm: MmStruct, fd: int) -> int:
     """close(2): 0 or -EBADF."""
-    if mm.fdtable.pop(fd, None) is None:
+    f = mm.fdtable.pop(fd, None)
+    if f is None:
         return -errno.EBADF
+    fput(mm, f)  # filp_close(): the descriptor's reference
     return 0
 
 

@@ -12,6 +12,7 @@ subclass :class:`FileOperations` and :class:`VmOperations`.
 from __future__ import annotations
 
 import errno
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -228,6 +229,12 @@ class FileOperations:
     has_fsync: bool = False
     #: f_op->fallocate: without it vfs_fallocate() is EOPNOTSUPP (madvise(MADV_REMOVE) of a regular file)
     has_fallocate: bool = False
+    #: f_op->release: called by :func:`fput` when the last reference to a file is dropped (per-open-file
+    #: state is freed there)
+    has_release: bool = False
+    #: the device memory the driver owns, as ``(base_pfn, npages)`` ranges; None: not declared.  Model-only
+    #: (the kernel has no such field): ``vmalab explore`` reports a PFN remapped outside these ranges.
+    device_ranges: list[tuple[int, int]] | None = None
 
     def mmap(self, file: File, vma: VMA) -> int:  # noqa: ARG002
         """Legacy f_op->mmap(): returns 0 or -errno; may change the VMA."""
@@ -242,6 +249,9 @@ class FileOperations:
     def mmap_prepare(self, desc: VmAreaDesc) -> int:  # noqa: ARG002
         """f_op->mmap_prepare(): returns 0 or -errno; may change the mutable desc fields."""
         return -errno.ENODEV
+
+    def release(self, file: File) -> None:  # noqa: ARG002
+        """f_op->release() (with ``has_release``): the last reference to ``file`` is gone."""
 
 
 class ShmemFileOps(FileOperations):
@@ -283,6 +293,20 @@ class File:
         return f"File({self.display_path!r}, ino={self.inode.ino})"
 
 
+def fput(mm: MmStruct, file: File) -> None:
+    """Models fs/file_table.c: fput(): drop one reference; the last one calls ``f_op->release`` (__fput()).
+
+    The kernel defers __fput() to task work that runs on the return to user space, so ->release never
+    runs under the mmap lock: while ``mm``'s mmap lock is held the release waits until its outermost
+    holder drops it (:meth:`vmalab.locking.LockState.defer`).  The release goes through
+    ``mm.callback("release", ...)`` like every driver callback."""
+    file.refcount -= 1
+    if file.refcount or not file.f_op.has_release:
+        return
+    f_op = file.f_op
+    mm.locks.defer(lambda: mm.callback("release", functools.partial(f_op.release, file)))
+
+
 def vma_set_file(vma: VMA, file: File) -> None:
     """Models mm/util.c: vma_set_file(): take a reference on ``file``, install it, drop the old one."""
     file.refcount += 1
@@ -311,7 +335,7 @@ def shmem_zero_setup(mm: MmStruct, vma: VMA) -> None:
     gets a new shmem file of its own; a file reference the VMA held is dropped."""
     shm = shmem_kernel_file_setup(mm, "/dev/zero", vma.vm_end - vma.vm_start)
     if vma.vm_file is not None:
-        vma.vm_file.refcount -= 1
+        fput(mm, vma.vm_file)
     vma.vm_file = shm
     vma.vm_ops = SHMEM_VM_OPS
 

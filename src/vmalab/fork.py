@@ -32,6 +32,7 @@ from typing import TypeVar
 
 from . import constants as C
 from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED_MASK
+from .files import fput
 from .mm_types import VMA, MmStruct
 from .probe import Probe
 from .vma import release_vma, vma_dup_references
@@ -182,6 +183,7 @@ def exit_mmap(mm: MmStruct) -> None:
 def exit_files(mm: MmStruct) -> None:
     """Models kernel/exit.c: exit_files() -> put_files_struct(): close every descriptor (drop the
     reference ``dup_fd()`` took)."""
-    for f in mm.fdtable.values():
-        f.refcount -= 1
+    files = list(mm.fdtable.values())
     mm.fdtable.clear()
+    for f in files:
+        fput(mm, f)

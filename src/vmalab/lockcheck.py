@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .locking import LockError
+
 if TYPE_CHECKING:
     from .driver import VmAreaDesc
     from .locking import Mutex
@@ -63,10 +65,25 @@ class LockOrderGraph:
 
     def __init__(self) -> None:
         self.edges: dict[tuple[str, str], tuple[str, Any]] = {}  # (A, B) -> (callback, the run's context)
+        self.held_in: dict[tuple[str, str], str] = {}  # (A, B) -> the callback (or "the core") that took A
         self.context: Any = None  # set by the caller before each run (the explorer: its scenario)
 
-    def add(self, a: str, b: str, where: str) -> None:
-        self.edges.setdefault((a, b), (where, self.context))
+    def add(self, a: str, b: str, where: str, held_in: str = "") -> None:
+        """B taken in callback ``where`` while A is held (A taken in ``held_in``)."""
+        if (a, b) not in self.edges:
+            self.edges[(a, b)] = (where, self.context)
+            self.held_in[(a, b)] = held_in
+
+    def describe(self, cyc: list[str]) -> str:
+        """A cycle as the lock-order message: the locks in order, then each edge with the callbacks that
+        took its two locks."""
+        ring = cyc if len(cyc) > 1 and cyc[0] == cyc[-1] else [*cyc, cyc[0]]
+        parts = []
+        for a, b in zip(ring, ring[1:], strict=False):
+            where = self.edges.get((a, b), ("?", None))[0]
+            held = self.held_in.get((a, b)) or "?"
+            parts.append(f"{b} taken in {_cb(where)} while {a} was held (taken in {_cb(held)})")
+        return f"lock order inversion: {' -> '.join(ring)}: " + "; ".join(parts)
 
     def cycles(self) -> list[list[str]]:
         """Every elementary cycle found through each edge (deduplicated by lock set); a self-edge is a
@@ -105,12 +122,19 @@ class LockOrderGraph:
         return None
 
 
+def _cb(name: str) -> str:
+    return "the core" if name in ("syscall", "") else name
+
+
 class LockChecker:
     """Records what is held at every callback of ``mm`` and reports violations (``reports``)."""
 
     def __init__(self, mm: MmStruct, graph: LockOrderGraph | None = None) -> None:
         self.mm = mm
         self.graph = graph if graph is not None else LockOrderGraph()
+        self.run_graph = LockOrderGraph()  # the edges of this mm alone (a reproducer replays them)
+        self.run_graph.context = self.graph.context
+        self.holder: dict[str, str] = {}  # lock class -> the callback (or "syscall") that last took it
         self.mutexes: list[Mutex] = []
         self.reports: list[LockReport] = []
         self.stack: list[str] = []
@@ -152,7 +176,9 @@ class LockChecker:
         where = self.stack[-1] if self.stack else "syscall"
         for h in self.held_classes():
             if h != lock_class:
-                self.graph.add(h, lock_class, where)
+                self.graph.add(h, lock_class, where, self.holder.get(h, ""))
+                self.run_graph.add(h, lock_class, where, self.holder.get(h, ""))
+        self.holder[lock_class] = where
 
     def mutex_locked(self, m: Mutex) -> None:
         self.taken_in[id(m)] = self.stack[-1] if self.stack else "syscall"
@@ -163,6 +189,7 @@ class LockChecker:
     def note_recursive(self, lock_class: str, where: str) -> None:
         """A lock taken again by its holder (the 6.19/7.0 do_munmap() under i_mmap_rwsem)."""
         self.graph.add(lock_class, lock_class, where)
+        self.run_graph.add(lock_class, lock_class, where)
 
     # -- callbacks ---------------------------------------------------------------------------------------
     def watch(self, fops: object) -> None:
@@ -192,6 +219,10 @@ class LockChecker:
             if desc is not None and id(desc.file.f_op) in self.watched:
                 self.prepare_entry(desc)
             ret = fn()
+        except LockError as e:
+            if not e.callback:
+                e.callback = name
+            raise
         finally:
             self.stack.pop()
         for m in self.held_mutexes():
@@ -203,6 +234,8 @@ class LockChecker:
     def _contract(self, name: str, vma: VMA | None) -> None:
         mm = self.mm
         locks = mm.locks
+        if name == "release":
+            return  # __fput() runs as task work on the return to user space: no mm lock is held
         if locks.mmap_lock != "write":
             self._report("contract", f"{name} called without mmap_lock held for write", name)
         if name == "mmap" and vma is not None:

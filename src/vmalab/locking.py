@@ -10,6 +10,7 @@ hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -24,7 +25,15 @@ class LockObserver(Protocol):
 
 
 class LockError(RuntimeError):
-    """A lock was used the way the kernel would WARN or deadlock on (double unlock, recursion)."""
+    """A lock was used the way the kernel would WARN or deadlock on (double unlock, recursion).
+    ``callback`` names the driver callback it happened in (set by the lock checker), if any."""
+
+    callback: str = ""
+
+
+class SelfDeadlock(LockError):
+    """A driver callback took a lock its caller (the core) already holds in that context: the task would
+    wait for itself forever."""
 
 
 class Mutex:
@@ -67,6 +76,15 @@ class LockState:
         self.vma_locks: set[int] = set()  # vm_start of write-locked VMAs
         self.i_mmap: set[int] = set()  # inode numbers whose rmap lock is held for write
         self.observer: LockObserver | None = None
+        self.deferred: list[Callable[[], object]] = []  # task work: run when the mmap lock is dropped
+
+    def defer(self, work: Callable[[], object]) -> None:
+        """Run ``work`` now, or — while the mmap lock is held — once its outermost holder drops it (task
+        work such as __fput() runs on the return to user space, after every mm lock is released)."""
+        if self.mmap_lock is None:
+            work()
+        else:
+            self.deferred.append(work)
 
     def held(self) -> frozenset[str]:
         out = set()
@@ -121,3 +139,21 @@ class MmapLockHold:
         locks.mmap_lock = self.outer
         if self.write and self.outer is None:
             locks.vma_locks.clear()
+        while self.outer is None and locks.deferred:
+            locks.deferred.pop(0)()
+
+
+class _HasLocks(Protocol):
+    locks: LockState
+
+
+def driver_take_mmap_lock(mm: _HasLocks | LockState, write: bool = False) -> MmapLockHold:
+    """A driver callback takes ``mm->mmap_lock`` (``mmap_read_lock(desc->mm)`` / ``mmap_write_lock()``) —
+    ``with driver_take_mmap_lock(desc.mm): ...``.  The rwsem is not recursive: if the core already holds it
+    in this context (every mmap callback runs under the write lock) the task deadlocks on itself, which
+    raises :class:`SelfDeadlock`; otherwise it is an ordinary hold."""
+    locks = mm if isinstance(mm, LockState) else mm.locks
+    if locks.mmap_lock is not None:
+        raise SelfDeadlock(f"mmap_lock taken for {'write' if write else 'read'} while this task already holds "
+                           f"it for {locks.mmap_lock} (self-deadlock)")
+    return MmapLockHold(locks, write)

@@ -19,6 +19,7 @@ PMD, otherwise 0 with no change), MADV_HWPOISON and MADV_SOFT_OFFLINE (0, no cha
 from __future__ import annotations
 
 import errno
+from contextlib import AbstractContextManager, nullcontext
 
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK, page_align
@@ -102,7 +103,24 @@ def sys_madvise(mm: MmStruct, addr: int, length: int, advice: int) -> int:
     e = _madvise_should_skip(start, len_in, advice)
     if e is not None:
         return e
-    return _madvise_do_behavior(mm, start, len_in, advice)
+    with _madvise_lock(mm, advice):
+        return _madvise_do_behavior(mm, start, len_in, advice)
+
+
+#: The advices that mm/madvise.c get_lock_mode() (6.18) runs under the mmap read lock, or under the per-VMA
+#: read lock (DONTNEED, DONTNEED_LOCKED, FREE), which the model takes as the read lock that
+#: madvise_walk_vmas() falls back to; every other advice takes the write lock, and memory-failure
+#: injection (HWPOISON, SOFT_OFFLINE) none.
+MADVISE_READ_LOCKED = frozenset((MADV_REMOVE, MADV_WILLNEED, MADV_COLD, MADV_PAGEOUT, MADV_FREE,
+                                 MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_COLLAPSE, MADV_GUARD_INSTALL,
+                                 MADV_GUARD_REMOVE, MADV_DONTNEED, MADV_DONTNEED_LOCKED))
+
+
+def _madvise_lock(mm: MmStruct, advice: int) -> AbstractContextManager[None]:
+    """Models mm/madvise.c: madvise_lock() / get_lock_mode(): the mmap lock the advice is applied under."""
+    if advice in (MADV_HWPOISON, MADV_SOFT_OFFLINE):
+        return nullcontext()
+    return mm.locks.mmap_read() if advice in MADVISE_READ_LOCKED else mm.locks.mmap_write()
 
 
 def process_madvise(mm: MmStruct, iovecs: list[tuple[int, int]], advice: int, flags: int = 0,
@@ -128,7 +146,11 @@ def process_madvise(mm: MmStruct, iovecs: list[tuple[int, int]], advice: int, fl
     for a, n in iovecs:
         start, len_in = a & ULONG_MASK, n & ULONG_MASK
         e = _madvise_should_skip(start, len_in, advice)
-        ret = e if e is not None else _madvise_do_behavior(mm, start, len_in, advice)
+        if e is not None:
+            ret = e
+        else:
+            with _madvise_lock(mm, advice):
+                ret = _madvise_do_behavior(mm, start, len_in, advice)
         if ret < 0:
             break
         done += len_in

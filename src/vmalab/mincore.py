@@ -30,11 +30,12 @@ def sys_mincore(mm: MmStruct, addr: int, length: int) -> tuple[int, str | None]:
     pages = (length >> PAGE_SHIFT) + (1 if length & (PAGE_SIZE - 1) else 0)
     out: list[str] = []
     while pages:
-        vma = mm.tree.lookup(start)
-        if vma is None:
-            return -errno.ENOMEM, None
-        end = min(vma.vm_end, start + (pages << PAGE_SHIFT))
-        out.append(mincore_vma(mm, vma, start, end))
+        with mm.locks.mmap_read():  # SYSCALL mincore: mmap_read_lock() around each do_mincore()
+            vma = mm.tree.lookup(start)
+            if vma is None:
+                return -errno.ENOMEM, None
+            end = min(vma.vm_end, start + (pages << PAGE_SHIFT))
+            out.append(mincore_vma(mm, vma, start, end))
         pages -= (end - start) >> PAGE_SHIFT
         start = end
     return 0, "".join(out)

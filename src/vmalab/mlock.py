@@ -56,7 +56,8 @@ def sys_munlock(mm: MmStruct, start: int, length: int) -> int:
     start &= ULONG_MASK
     length = page_align((length & ULONG_MASK) + (start & (PAGE_SIZE - 1)))
     start &= PAGE_MASK
-    return apply_vma_lock_flags(mm, start, length, 0)
+    with mm.locks.mmap_write():
+        return apply_vma_lock_flags(mm, start, length, 0)
 
 
 def sys_mlockall(mm: MmStruct, flags: int) -> int:
@@ -69,17 +70,20 @@ def sys_mlockall(mm: MmStruct, flags: int) -> int:
     if not mm.can_do_mlock():
         return -errno.EPERM
     lock_limit = mm.rlimit("RLIMIT_MEMLOCK") >> PAGE_SHIFT
-    if flags & MCL_CURRENT and mm.total_vm > lock_limit and not mm.cap_ipc_lock:
-        return -errno.ENOMEM
-    apply_mlockall_flags(mm, flags)
+    with mm.locks.mmap_write():
+        if flags & MCL_CURRENT and mm.total_vm > lock_limit and not mm.cap_ipc_lock:
+            return -errno.ENOMEM
+        apply_mlockall_flags(mm, flags)
     if flags & MCL_CURRENT:
-        populate_range(mm, 0, C.TASK_SIZE, ignore_errors=True)
+        with mm.locks.mmap_read():  # mm_populate() after mmap_write_unlock()
+            populate_range(mm, 0, C.TASK_SIZE, ignore_errors=True)
     return 0
 
 
 def sys_munlockall(mm: MmStruct) -> int:
     """Models mm/mlock.c: SYSCALL_DEFINE0(munlockall)."""
-    apply_mlockall_flags(mm, 0)
+    with mm.locks.mmap_write():
+        apply_mlockall_flags(mm, 0)
     return 0
 
 
@@ -93,15 +97,17 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> int:
     start &= PAGE_MASK
     lock_limit = mm.rlimit("RLIMIT_MEMLOCK") >> PAGE_SHIFT
     locked = (length >> PAGE_SHIFT) + mm.locked_vm
-    if locked > lock_limit and not mm.cap_ipc_lock:
-        # pages of the range that are locked already are not charged twice
-        locked -= count_mm_mlocked_page_nr(mm, start, length)
-    if locked > lock_limit and not mm.cap_ipc_lock:
-        return -errno.ENOMEM
-    e = apply_vma_lock_flags(mm, start, length, flags)
+    # pages of the range that are locked already are not charged twice
+    with mm.locks.mmap_write():  # do_mlock(): the limit check and apply_vma_lock_flags() under the write lock
+        if locked > lock_limit and not mm.cap_ipc_lock:
+            locked -= count_mm_mlocked_page_nr(mm, start, length)
+        if locked > lock_limit and not mm.cap_ipc_lock:
+            return -errno.ENOMEM
+        e = apply_vma_lock_flags(mm, start, length, flags)
     if e:
         return e
-    e = populate_range(mm, start, length, ignore_errors=False)
+    with mm.locks.mmap_read():  # __mm_populate() after mmap_write_unlock()
+        e = populate_range(mm, start, length, ignore_errors=False)
     if e == -errno.EFAULT:
         return -errno.ENOMEM  # __mlock_posix_error_return()
     if e == -errno.ENOMEM:

@@ -67,8 +67,17 @@ def _register(name: str, key: str, value: SupportsIndex) -> int:
 
 
 def _raw(name: str) -> Callable[..., Any]:
-    """The table's function for syscall ``name``, as a method (``fn(mm, *args)``)."""
-    return SYSCALLS[name].fn
+    """The table's function for syscall ``name``, as a method (``fn(mm, *args)``), run as syscall ``name``
+    of the probe (the label of the driver callbacks it makes)."""
+    fn = SYSCALLS[name].fn
+
+    def method(mm: MmStruct, *args: Any) -> Any:
+        with mm.probe.in_syscall(name):
+            return fn(mm, *args)
+
+    method.__name__ = method.__qualname__ = f"sys_{name}"
+    method.__doc__ = fn.__doc__
+    return method
 
 
 class MM(MmStruct):

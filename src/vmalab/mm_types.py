@@ -269,10 +269,11 @@ class MmStruct:
 
     def callback(self, name: str, fn: Callable[[], Any], vma: VMA | None = None, desc: Any = None) -> Any:
         """Call a driver callback (``mmap_prepare``, ``->open``, ``->close``, hooks ...), tracing it with
-        the locks held at that moment, as the kernel would hold them, and handing it to the observer."""
+        the locks held at that moment, as the kernel would hold them, and handing it to the observer.  The
+        trace line is labelled with the syscall that caused the call (``mprotect: open``)."""
         p = self.probe
         if p.tracing:
-            p.trace("mmap", name, locks=" ".join(sorted(self.locks.held())) or "-")
+            p.trace(p.syscall or "-", name, locks=" ".join(sorted(self.locks.held())) or "-")
         if p.observer is not None:
             return p.observer.call(name, fn, vma, desc)
         return fn()

@@ -33,6 +33,7 @@ from .files import (
     File,
     ProfileFeatureError,
     VmOperations,
+    fput,
     hstate_sizelog,
     hugetlb_file_setup,
     shmem_zero_setup,
@@ -98,7 +99,7 @@ def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: in
         return ret
     finally:
         if huge_file is not None:
-            huge_file.refcount -= 1
+            fput(mm, huge_file)
 
 
 def _huge_align(length: int, size: int) -> int:
@@ -250,8 +251,8 @@ def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flag
         if isinstance(r, tuple):
             return _refused(map, _unacct_error(mm, map, *r))
         vma = r
-    if map.have_prepare:
-        # set_vma_user_defined_fields()
+    if map.have_prepare and (allocated or not prof.user_fields_only_on_new_vma):
+        # set_vma_user_defined_fields(): onto a merged VMA too until 976d5e0ddac8 (7.3-rc6)
         prof.user_vm_ops(vma, map.vm_ops, DUMMY_VM_OPS)
         vma.vm_private_data = map.private_data
     __mmap_complete(mm, map, vma)
@@ -312,7 +313,7 @@ def call_mmap_prepare(mm: MmStruct, map: MmapState) -> int:
         map.refused, e = exc, REFUSED
     if e:
         if desc.vm_file is not file and desc.vm_file is not None:
-            desc.vm_file.refcount -= 1
+            fput(mm, desc.vm_file)
         return e
     map.pgoff, map.vm_file, map.vm_flags, map.page_prot = desc.pgoff, desc.vm_file, desc.vm_flags, desc.page_prot
     map.vm_ops, map.private_data = desc.vm_ops, desc.private_data
@@ -322,13 +323,17 @@ def call_mmap_prepare(mm: MmStruct, map: MmapState) -> int:
 
 
 def mmap_file(mm: MmStruct, file: File, vma: VMA, *, linked: bool = True) -> int:
-    """Models mm/internal.h: mmap_file(): the legacy ``f_op->mmap(file, vma)`` through the probe, and
-    (7.1, vfs_mmap()) the refusal of a legacy hook that installed ``vm_ops->mapped``.  ``linked`` is
-    False for the compat path's detached VMA."""
+    """Models mm/internal.h: mmap_file(): the legacy ``f_op->mmap(file, vma)`` through the probe.  A
+    legacy hook that installs ``vm_ops->mapped`` is not refused in any released kernel (the linux-next
+    check __vma_check_mmap_hook() was removed before 7.1 shipped, 3d3544a6c996): its ``mapped`` is
+    silently never called.  ``linked`` is False for the compat path's detached VMA."""
     e = int(mm.callback("mmap", functools.partial(file.f_op.mmap, file, vma), vma=vma if linked else None))
-    if not e and mm.profile.legacy_mapped_rejected and getattr(vma.vm_ops, "mapped", None):
-        mm.probe.trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
-        e = -errno.EINVAL
+    if not e and getattr(vma.vm_ops, "mapped", None):
+        if mm.profile.legacy_mapped_rejected:
+            mm.probe.trace("mmap", "WARN: legacy ->mmap installed vm_ops->mapped")
+            e = -errno.EINVAL
+        elif mm.profile.has_mapped:
+            mm.probe.trace("mmap", "mapped ignored (legacy hook)")
     return e
 
 
@@ -341,7 +346,7 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
     e = mm.probe.inject("vma_alloc") or mm.probe.inject("vma_prealloc")
     if e:
         if vm_file is not file and vm_file is not None:
-            vm_file.refcount -= 1  # abort_munmap fput()s a file mmap_prepare swapped in
+            fput(mm, vm_file)  # abort_munmap fput()s a file mmap_prepare swapped in
         return e, "VMA allocation"
     vma = VMA(addr, end, map.vm_flags, map.pgoff, vm_file)
     vma.page_prot = map.page_prot
@@ -356,7 +361,7 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
                 map.refused, e = exc, REFUSED
             if e:
                 if vma.vm_file is not None:
-                    vma.vm_file.refcount -= 1  # fput(vma->vm_file)
+                    fput(mm, vma.vm_file)
                 mm.pt.zap(addr >> PAGE_SHIFT, end >> PAGE_SHIFT)  # unmap_region(): undo partial PTEs
                 return e, "->mmap"
             map.vm_flags = vma.vm_flags

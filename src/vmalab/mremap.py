@@ -91,19 +91,21 @@ def sys_mremap(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, 
     e = _check_mremap_params(mm, vrm)
     if e:
         return e
-    if vrm.move_only():
-        res = _remap_move(mm, vrm)
-    else:
-        vrm.vma = mm.tree.lookup(vrm.addr)
-        res = _check_prep_vma(mm, vrm)
-        if not res:
-            res = _mremap_to(mm, vrm) if vrm.implies_new_addr() else _mremap_at(mm, vrm)
+    with mm.locks.mmap_write():  # do_mremap(): mmap_write_lock_killable() after check_mremap_params()
+        if vrm.move_only():
+            res = _remap_move(mm, vrm)
+        else:
+            vrm.vma = mm.tree.lookup(vrm.addr)
+            res = _check_prep_vma(mm, vrm)
+            if not res:
+                res = _mremap_to(mm, vrm) if vrm.implies_new_addr() else _mremap_at(mm, vrm)
     if res >= 0 and vrm.populate_expand:
         # do_mremap(): an mlocked VMA that grew is populated after the mmap lock is dropped.
         start = vrm.new_addr + vrm.old_len
         v = mm.tree.lookup(start)
         if v is not None and not v.vm_flags & C.VM_LOCKONFAULT:
-            mm_populate(mm, start, vrm.delta)
+            with mm.locks.mmap_read():  # mm_populate() -> __mm_populate() takes the read lock
+                mm_populate(mm, start, vrm.delta)
     return res
 
 

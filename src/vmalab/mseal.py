@@ -34,9 +34,10 @@ def sys_mseal(mm: MmStruct, start: int, length: int, flags: int) -> int:
         return -errno.EINVAL
     if end == start:
         return 0
-    if range_contains_unmapped(mm, start, end):
-        return -errno.ENOMEM
-    return mseal_apply(mm, start, end)
+    with mm.locks.mmap_write():  # do_mseal(): mmap_write_lock_killable() after the argument checks
+        if range_contains_unmapped(mm, start, end):
+            return -errno.ENOMEM
+        return mseal_apply(mm, start, end)
 
 
 def range_contains_unmapped(mm: MmStruct, start: int, end: int) -> bool:

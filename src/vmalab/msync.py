@@ -39,26 +39,27 @@ def sys_msync(mm: MmStruct, addr: int, length: int, flags: int) -> int:
         return -errno.ENOMEM
     if end == start:
         return 0
-    unmapped_error = 0
-    vma = mm.tree.find(start)
-    while True:
-        if vma is None:
-            return -errno.ENOMEM
-        if start < vma.vm_start:
-            if flags == MS_ASYNC:
-                return -errno.ENOMEM
-            start = vma.vm_start
-            if start >= end:
-                return -errno.ENOMEM
-            unmapped_error = -errno.ENOMEM
-        if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
-            return -errno.EBUSY
-        f = vma.vm_file
-        if flags & MS_SYNC and f is not None and vma.vm_flags & VM_SHARED and not f.f_op.has_fsync:
-            # vfs_fsync_range() on a file without ->fsync (secretmem, devices): its error ends the walk and
-            # replaces an ENOMEM for a hole before it
-            return -errno.EINVAL
-        start = vma.vm_end
-        if start >= end:
-            return unmapped_error
+    with mm.locks.mmap_read():  # SYSCALL msync: mmap_read_lock() for the walk (dropped around fsync)
+        unmapped_error = 0
         vma = mm.tree.find(start)
+        while True:
+            if vma is None:
+                return -errno.ENOMEM
+            if start < vma.vm_start:
+                if flags == MS_ASYNC:
+                    return -errno.ENOMEM
+                start = vma.vm_start
+                if start >= end:
+                    return -errno.ENOMEM
+                unmapped_error = -errno.ENOMEM
+            if flags & MS_INVALIDATE and vma.vm_flags & VM_LOCKED:
+                return -errno.EBUSY
+            f = vma.vm_file
+            if flags & MS_SYNC and f is not None and vma.vm_flags & VM_SHARED and not f.f_op.has_fsync:
+                # vfs_fsync_range() on a file without ->fsync (secretmem, devices): its error ends the walk and
+                # replaces an ENOMEM for a hole before it
+                return -errno.EINVAL
+            start = vma.vm_end
+            if start >= end:
+                return unmapped_error
+            vma = mm.tree.find(start)

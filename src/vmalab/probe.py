@@ -10,7 +10,8 @@ imports none of the tools; a tool installs itself by setting ``probe.observer``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,16 +23,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class TraceEvent:
-    """One step of an operation, for ``--trace`` and for tests."""
+    """One step of an operation, for ``--trace`` and for tests.  ``index`` is the scenario op that was
+    running (:attr:`Probe.op_index`), shown as ``#N`` in front."""
 
     op: str
     what: str
     detail: dict[str, Any]
+    index: int | None = None
 
     def __str__(self) -> str:
         extra = " ".join(f"{k}={v:#x}" if isinstance(v, int) and k in ("start", "end", "addr") else f"{k}={v}"
                          for k, v in self.detail.items())
-        return f"{self.op}: {self.what}" + (f" ({extra})" if extra else "")
+        where = f"#{self.index} " if self.index is not None else ""
+        return f"{where}{self.op}: {self.what}" + (f" ({extra})" if extra else "")
 
 
 class CallbackObserver(Protocol):
@@ -44,7 +48,7 @@ class CallbackObserver(Protocol):
 class Probe:
     """Trace buffer, fault-injection plan and callback observer of one mm (all off by default)."""
 
-    __slots__ = ("events", "tracing", "fail_plan", "fail_hits", "lock_events", "observer")
+    __slots__ = ("events", "tracing", "fail_plan", "fail_hits", "lock_events", "observer", "syscall", "op_index")
 
     def __init__(self, tracing: bool = False) -> None:
         self.events: list[TraceEvent] = []
@@ -53,11 +57,23 @@ class Probe:
         self.fail_hits: dict[str, int] = {}
         self.lock_events: list[tuple[str, str]] = []  # lock rules a profile's path broke (what, profile)
         self.observer: CallbackObserver | None = None
+        self.syscall: str | None = None  # the syscall running now (a driver callback's label)
+        self.op_index: int | None = None  # the scenario op running now (set by vmalab.execute)
+
+    @contextmanager
+    def in_syscall(self, name: str) -> Iterator[None]:
+        """Mark ``name`` as the syscall running (the façade and the scenario runner enter each syscall
+        through this); the outer one is restored on exit."""
+        outer, self.syscall = self.syscall, name
+        try:
+            yield
+        finally:
+            self.syscall = outer
 
     def trace(self, op: str, what: str, **detail: Any) -> None:
         """Record one step when tracing is on."""
         if self.tracing:
-            self.events.append(TraceEvent(op, what, detail))
+            self.events.append(TraceEvent(op, what, detail, self.op_index))
 
     def inject(self, point: str) -> int:
         """A fallible point of the modelled paths: returns -errno when the fault plan fails this hit."""

@@ -2,15 +2,17 @@
 
 The ``mmap_prepare`` contract kept changing after Linux 6.18 (the live kernel here): actions with
 success/error hooks arrived in 6.19, ``vm_ops->mapped`` and new action types in 7.1, ``error_override``
-replaced the hooks later (~7.2).  An :class:`~vmalab.mm.MM` runs under one profile (``MM(kernel="7.1")``)
-and every difference between releases lives in the profile classes below — attributes for what exists,
-methods for the steps that behave differently — not in scattered ``if``s in the mmap path.
+replaced the hooks in 7.2, and 7.3 brought two ``__mmap_region()`` hotfixes.  An :class:`~vmalab.mm.MM`
+runs under one profile (``MM(kernel="7.1")``) and every difference between releases lives in the profile
+classes below — attributes for what exists, methods for the steps that behave differently — not in
+scattered ``if``s in the mmap path.
 
 Profiles: ``6.18`` (default; checkable against the live kernel), ``seed-v3`` (the design exactly as the
 seed patch describes it), ``6.19`` and ``7.0`` (actions, success/error hooks, unmap before the rmap
 unlock), ``7.1`` (``vm_ops->mapped``, SIMPLE_IO_REMAP, MAP_KERNEL_PAGES, ``is_compat``, rmap handling in
-mmap_action_complete), ``7.2`` (``error_override`` instead of hooks) and ``finish`` (experimental: the
-seed reviewer's single ``finish(err)`` hook on top of 7.1).
+mmap_action_complete), ``7.2`` (mainline 7.2.0: ``error_override`` instead of hooks), ``7.3`` (7.2 plus the
+hotfixes 6cc27d821963 and 976d5e0ddac8) and ``finish`` (experimental: the seed reviewer's single
+``finish(err)`` hook on top of 7.1).
 """
 
 from __future__ import annotations
@@ -30,6 +32,22 @@ if TYPE_CHECKING:
 T = MmapActionType
 
 
+
+def action_detail(vma: VMA, action: MmapAction) -> dict[str, Any]:
+    """The trace details of an action line: the PFN or physical address, the virtual range and the page
+    protection it maps with (``pgprot`` as the x86 PTE bits), or the kernel pages it inserts."""
+    T = D.MmapActionType
+    if action.type in (T.REMAP_PFN, T.IO_REMAP_PFN):
+        return {"pfn": f"{action.start_pfn:#x}", "start": action.start, "end": action.start + action.size,
+                "pgprot": f"{action.pgprot:#x}"}
+    if action.type is T.SIMPLE_IO_REMAP:
+        return {"phys": f"{action.start_phys_addr:#x}", "start": vma.vm_start,
+                "end": vma.vm_start + min(action.size, vma.vm_end - vma.vm_start), "pgprot": f"{vma.page_prot:#x}"}
+    if action.type is T.MAP_KERNEL_PAGES:
+        return {"pages": action.nr_pages, "pgoff": action.pgoff, "start": action.start or vma.vm_start,
+                "end": (action.start or vma.vm_start) + (action.nr_pages << 12)}
+    return {}
+
 class KernelProfile:
     """Linux 6.18: ``f_op->mmap_prepare`` and ``vm_area_desc`` without actions."""
 
@@ -45,16 +63,19 @@ class KernelProfile:
     has_rmap_hide = False  # action.hide_from_rmap_until_complete
     ioremap_is_flag = False  # seed-v3: remap.is_io_remap instead of a type
     prepare_validates = False  # 7.1: mmap_action_prepare() returns errors (range, CoW, geometry)
-    prepare_failure_releases_charge = False  # ~7.2 jumps to unacct_error; 6.16-7.1 leak the charge
-    null_vm_ops_makes_anonymous = False  # ~7.2: desc starts with dummy ops; NULL means anonymous
-    legacy_mapped_rejected = False  # 7.1: vfs_mmap() refuses a legacy ->mmap that installs ->mapped
-    compat_desc_copies_vm_ops = False  # ~7.2
+    prepare_failure_releases_charge = False  # 7.3 (6cc27d821963) jumps to unacct_error; 6.16-7.2.0 leak it
+    user_fields_only_on_new_vma = False  # 7.3 (976d5e0ddac8): driver vm_ops/private data not on a merged VMA
+    null_vm_ops_makes_anonymous = False  # 7.2: desc starts with dummy ops; NULL means anonymous
+    # refuse a legacy ->mmap that installs ->mapped (-EINVAL): only linux-next of March 2026 did; the check
+    # was removed before 7.1 shipped (3d3544a6c996), so no released profile sets it
+    legacy_mapped_rejected = False
+    compat_desc_copies_vm_ops = False  # 7.2
     compat_names: tuple[str, ...] = ("compat_vma_mmap_prepare", "__compat_vma_mmap_prepare")
 
     def features(self) -> dict[str, Any]:
         """The profile's switches, for documentation and ``vmalab profiles``."""
         keys = [k for k in dir(KernelProfile) if k.startswith(("has_", "prepare_", "null_", "legacy_", "compat_",
-                                                                "ioremap_"))]
+                                                                "ioremap_", "user_"))]
         out: dict[str, Any] = {k: getattr(self, k) for k in sorted(keys) if not callable(getattr(self, k))}
         out["action_types"] = sorted(t.value for t in self.action_types)
         return out
@@ -149,7 +170,8 @@ class Profile619(KernelProfile):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = self._run(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"),
+                       **action_detail(vma, action))
         if err:
             # mmap_action_finish(): unmap first — the rmap lock is still held by the caller here.
             if action.hide_from_rmap_until_complete and vma.vm_file is not None \
@@ -208,7 +230,6 @@ class Profile71(KernelProfile):
     has_mapped = True
     has_rmap_hide = True
     prepare_validates = True
-    legacy_mapped_rejected = True
     compat_names = ("compat_vma_mmap", "compat_set_desc_from_vma", "__compat_vma_mmap")
 
     def action_prepare(self, mm: MmStruct, desc: VmAreaDesc) -> int:
@@ -249,7 +270,8 @@ class Profile71(KernelProfile):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"),
+                       **action_detail(vma, action))
         if not err:
             err = self._call_mapped(mm, vma)
         if not err:
@@ -262,16 +284,16 @@ class Profile71(KernelProfile):
 
 
 class Profile72(Profile71):
-    """~Linux 7.2 (secondary sources): no success/error hooks; ``error_override`` replaces a failure's
-    errno; check_mmap_action() refuses a non-errno override; desc starts with the dummy vm_ops and a NULL
-    vm_ops after prepare makes the VMA anonymous; a failing mmap_prepare releases the commit charge;
-    the compat desc copies the VMA's vm_ops."""
+    """Linux 7.2.0 (mm-stable-2026-06-18: 17986198a7b9, 8876dc0780f2, 4f5b8759262e): no success/error
+    hooks; ``error_override`` replaces a failure's errno; check_mmap_action() refuses a non-errno override;
+    desc starts with the dummy vm_ops and a NULL vm_ops after prepare makes the VMA anonymous; the compat
+    desc copies the VMA's vm_ops.  A failing mmap_prepare still keeps the commit charge (abort_munmap) and
+    the driver's vm_ops/private data still go onto a VMA the range merged into: both changed in 7.3."""
 
     name = "7.2"
-    summary = "error_override instead of hooks; vma_desc_set_anonymous"
+    summary = "mainline 7.2.0: error_override instead of hooks; vma_desc_set_anonymous"
     has_hooks = False
     has_error_override = True
-    prepare_failure_releases_charge = True
     null_vm_ops_makes_anonymous = True
     compat_desc_copies_vm_ops = True
 
@@ -302,10 +324,23 @@ class Profile72(Profile71):
         return action.error_override or err
 
 
+class Profile73(Profile72):
+    """Linux 7.3 (v7.3-rc6): 7.2 plus two __mmap_region() hotfixes: 6cc27d821963 (7.3-rc4, "mm/vma:
+    correctly unaccount on mmap_prepare() failure") releases the commit charge of a failed mmap_prepare
+    (unacct_error); 976d5e0ddac8 (7.3-rc6, "mm/vma: predicate setting mmap_prepare VMA fields on new vma
+    alloc") runs set_vma_user_defined_fields() only for a newly allocated VMA, never a merged one."""
+
+    name = "7.3"
+    summary = "7.2 + 6cc27d821963 (charge released) + 976d5e0ddac8 (user fields only on a new VMA)"
+    prepare_failure_releases_charge = True
+    user_fields_only_on_new_vma = True
+
+
 class ProfileFinish(Profile71):
     """Experimental: 7.1 with the seed reviewer's single hook instead of two — ``action.finish(err)`` is
     called exactly once with the outcome (0 or the error, after the unmap on error); its return value is
-    the result; on success a non-zero return unmaps the VMA; on error it may replace but not clear it."""
+    the result; on success a non-zero return unmaps the VMA; on error it may replace but not clear it.
+    In the compat path an error behaves as 7.1: the raw error, nothing unmapped, ``finish`` not called."""
 
     name = "finish"
     summary = "experimental: one finish(err) hook instead of success/error hooks"
@@ -320,11 +355,14 @@ class ProfileFinish(Profile71):
 
     def action_complete(self, mm: MmStruct, vma: VMA, action: MmapAction, is_compat: bool) -> int:
         err = D.do_action(mm, vma, action)
-        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"))
+        mm.probe.trace("mmap", f"action {action.type.value} " + ("ok" if not err else f"failed -{errname(err)}"),
+                       **action_detail(vma, action))
         if not err:
             err = self._call_mapped(mm, vma)
         self._rmap_unlock(mm, vma, action)
-        if err and not is_compat:
+        if err and is_compat:
+            return err  # compat errors behave as 7.1: the raw error, no unmap, no completion hook
+        if err:
             self._unmap_new(mm, vma, err, is_compat)
         if action.finish is None:
             return err
@@ -342,7 +380,8 @@ class ProfileFinish(Profile71):
 
 
 PROFILES: dict[str, KernelProfile] = {p.name: p for p in (
-    KernelProfile(), ProfileSeedV3(), Profile619(), Profile70(), Profile71(), Profile72(), ProfileFinish())}
+    KernelProfile(), ProfileSeedV3(), Profile619(), Profile70(), Profile71(), Profile72(), Profile73(),
+    ProfileFinish())}
 DEFAULT_PROFILE = "6.18"
 
 

@@ -150,7 +150,10 @@ def parse_addr(value: Any, what: str = "addr") -> Addr:
 
 # --- fd specs ----------------------------------------------------------------------------------------
 FILE_KINDS = ("memfd", "disk", "tmpfs", "secretmem")
-MODEL_ONLY_KINDS = ("dev",)  # built-in model drivers: "dev:NAME[:SIZE]" (see vmalab.drivers)
+# model drivers: "dev:NAME[:SIZE]", a built-in one (see vmalab.drivers) or one the command line loaded from a file
+# (--driver FILE.py: vmalab.execute.ModelRunner.loaded_driver); NAME is a plain name, never a path: a scenario
+# alone never imports code
+MODEL_ONLY_KINDS = ("dev",)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import functools
 
 from . import constants as C
 from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_SPECIAL
-from .files import File
+from .files import File, fput
 from .mm_types import VMA, AnonVma, MmStruct
 
 __all__ = [
@@ -429,7 +429,7 @@ def release_vma(mm: MmStruct, v: VMA) -> None:
     if v.vm_flags & VM_ACCOUNT:
         mm.vm_unacct_memory(v.pages)
     if v.vm_file is not None:
-        v.vm_file.refcount -= 1
+        fput(mm, v.vm_file)
 
 
 def vms_abort_munmap_vmas(mm: MmStruct, vms: VmaMunmap) -> None:

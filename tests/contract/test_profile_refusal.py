@@ -1,6 +1,6 @@
 """A driver refused by its kernel profile (ProfileFeatureError: it uses a part of the contract that kernel
 does not have) leaves the mm as a failing ``mmap_prepare`` would: the mapping is unwound through
-__mmap_region()'s error exits (the charge leaked on 6.18-7.1 and released on 7.2, the range a MAP_FIXED
+__mmap_region()'s error exits (the charge leaked on 6.18-7.2.0 and released on 7.3, the range a MAP_FIXED
 mapping replaced left a hole), so ``validate()`` passes, and only then the error reaches the caller.  A
 scenario run reports it in one line."""
 
@@ -86,7 +86,7 @@ def test_builtin_driver_refused_after_fixed_unmap_and_charge(kernel: str) -> Non
     mm.validate()
 
 
-@pytest.mark.parametrize("kernel", ["7.2", "finish"])
+@pytest.mark.parametrize("kernel", ["7.2", "7.3", "finish"])
 def test_action_prepare_refusal_unwinds(kernel: str) -> None:
     """success_hook on a profile without hooks: the profile's action_prepare refuses it."""
     mm = MM(kernel=kernel)
@@ -99,7 +99,7 @@ def test_action_prepare_refusal_unwinds(kernel: str) -> None:
     with pytest.raises(ProfileFeatureError):
         mm.sys_mmap(B + K, K, RW, PR, fd, 0)
     _after_refusal(mm, 1)
-    # at a free range the new charge is taken: released on 7.2 (unacct_error), leaked before it
+    # at a free range the new charge is taken: released on 7.3 (unacct_error, 6cc27d821963), leaked before it
     with pytest.raises(ProfileFeatureError):
         mm.sys_mmap(B + 8 * K, 2 * K, RW, PR, fd, 0)
     leaked = 1 + (0 if PROFILES[kernel].prepare_failure_releases_charge else 2)

@@ -369,7 +369,7 @@ def test_spooky_lock_found_exactly(tmp_path: Any) -> None:
     assert rep.findings
     assert all(f.category in ("lock", "lock-order") and "spooky" in f.what for f in rep.findings)
     assert {f.profile for f in rep.findings} == {"seed-v3", "6.19", "7.0", "7.1", "finish"}
-    assert set(rep.unavailable) == {"6.18", "7.2"}  # no hook to release the lock in: cannot be written
+    assert set(rep.unavailable) == {"6.18", "7.2", "7.3"}  # no hook to release the lock in: cannot be written
     from vmalab.explore import write_scenarios
     write_scenarios(rep, str(tmp_path))
     row = next(f for f in rep.findings if "still held after mmap() failed" in f.what and f.profile == "7.1")
@@ -424,16 +424,16 @@ def test_builtin_drivers_clean_with_pairs(name: str) -> None:
 
 
 def test_kernel_behaviour_per_profile() -> None:
-    """The commit charge kept after a failed mmap_prepare (6.16-7.1, not ~7.2) and the MAP_FIXED hole are the
-    kernel's, never the driver's."""
-    rep = explore(load_driver("secretmem"), ["6.18", "7.2"], pairs=False)
+    """The commit charge kept after a failed mmap_prepare (6.16-7.2.0, not 7.3: 6cc27d821963) and the MAP_FIXED
+    hole are the kernel's, never the driver's."""
+    rep = explore(load_driver("secretmem"), ["6.18", "7.3"], pairs=False)
     assert rep.findings == []
     k = {(f.profile, f.category) for f in rep.kernel}
-    # secretmem refuses a private mapping: 6.18 keeps the new mapping's charge, ~7.2 releases it; both lose the
+    # secretmem refuses a private mapping: 6.18 keeps the new mapping's charge, 7.3 releases it; both lose the
     # charge of the anonymous VMA a MAP_FIXED replaced (handed to the new mapping at setup, vms->nr_accounted = 0)
     commit = {f.profile: f.shapes for f in rep.kernel if f.category == "commit"}
-    assert "new-private" in commit["6.18"] and commit["7.2"] == ["fixed-private"]
-    assert ("6.18", "hole") in k and ("7.2", "hole") in k
+    assert "new-private" in commit["6.18"] and commit["7.3"] == ["fixed-private"]
+    assert ("6.18", "hole") in k and ("7.3", "hole") in k
 
 
 def test_shapes_cover_merge_fixed_new() -> None:
@@ -492,3 +492,151 @@ def test_success_ref_per_design() -> None:
     rep = explore(load_driver(ex("success_ref")), list(PROFILES), pairs=False)
     assert {f.profile for f in rep.findings} == {"seed-v3", "6.19", "7.0", "finish"}
     assert all(f.category == "ref" for f in rep.findings)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# explorer v2 (issue 11): every finding kind has a wrong driver and its fix in examples/drivers/
+WRONG_DRIVERS: dict[str, tuple[str, str, set[str]]] = {
+    # wrong driver: (its fix, the finding category, the profiles where the bug is expressible)
+    "afs_ref": ("afs_ref_fixed", "ref", set(PROFILES)),  # the kref taken in mmap_prepare
+    "rmap_order": ("rmap_order_fixed", "lock-order", {p for p in PROFILES if PROFILES[p].has_mapped
+                                                      and PROFILES[p].has_rmap_hide}),
+    "errhook_positive": ("errhook_positive_fixed", "errno", {p for p in PROFILES if PROFILES[p].has_hooks}),
+    "ring_double_free": ("ring_double_free_fixed", "pfn", {p for p in PROFILES if PROFILES[p].has_hooks}),
+    "mmap_lock_prepare": ("mmap_lock_prepare_fixed", "self-deadlock", set(PROFILES)),
+    "remap_range": ("remap_range_fixed", "device-range", set(PROFILES)),
+    "per_file_buffer_leak": ("per_file_buffer", "pfn", set(PROFILES)),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_DRIVERS))
+def test_wrong_driver_found_and_fix_clean(wrong: str) -> None:
+    fixed, cat, where = WRONG_DRIVERS[wrong]
+    rep = explore(load_driver(ex(wrong)), list(PROFILES), pairs=False)
+    assert {f.category for f in rep.findings} == {cat}, [(f.profile, f.what) for f in rep.findings]
+    assert {f.profile for f in rep.findings} == where
+    rep = explore(load_driver(ex(fixed)), list(PROFILES), pairs=False)
+    assert rep.findings == [], [(f.profile, f.what) for f in rep.findings]
+
+
+def test_every_example_driver_is_run() -> None:
+    names = {os.path.splitext(n)[0] for n in os.listdir(EX) if n.endswith(".py")}
+    covered = set(WRONG_DRIVERS) | {f for f, _, _ in WRONG_DRIVERS.values()}
+    covered |= {"spooky_lock", "spooky_lock_fixed", "success_ref"}
+    assert {n for n in names if not n.startswith("port_")} <= covered
+
+
+def test_lock_order_replayed_with_callbacks(tmp_path: Any) -> None:
+    """The inversion is found within one run, so its reproducer replays it (`--replay` used to record the edges
+    and never look for cycles); each edge names the callbacks that took its two locks."""
+    drv = load_driver(ex("rmap_order"))
+    rep = explore(drv, ["7.1"], pairs=False)
+    row = next(f for f in rep.findings if f.category == "lock-order")
+    assert "i_mmap_rwsem taken in mmap_prepare while driver:rmapdev was held (taken in mmap_prepare)" in row.what
+    assert "driver:rmapdev taken in mapped while i_mmap_rwsem was held (taken in the core)" in row.what
+    assert "(across runs)" not in row.points
+    from vmalab.explore import write_scenarios
+    write_scenarios(rep, str(tmp_path))
+    assert row.path
+    again = run_scenario(json.load(open(row.path, encoding="utf-8")), drv)
+    assert [p.what for p in again.problems if p.category == "lock-order"] == [row.what]
+    r = CliRunner().invoke(main, ["explore", ex("rmap_order"), "--replay", row.path])
+    assert r.exit_code == 1 and "lock order inversion" in r.output
+    r = CliRunner().invoke(main, ["explore", ex("rmap_order_fixed"), "--replay", row.path])
+    assert r.exit_code == 0 and "lock order inversion" not in r.output
+
+
+def test_self_deadlock_names_callback() -> None:
+    rep = explore(load_driver(ex("mmap_lock_prepare")), ["7.1"], pairs=False)
+    assert rep.findings[0].what.startswith("mmap_prepare takes a lock the core already holds in mmap(): "
+                                           "mmap_lock taken for read while this task already holds it for write")
+    from vmalab.locking import SelfDeadlock, driver_take_mmap_lock
+    mm = MM()
+    with driver_take_mmap_lock(mm):  # no outer hold: an ordinary read hold
+        assert mm.locks.mmap_lock == "read"
+        with pytest.raises(SelfDeadlock):
+            driver_take_mmap_lock(mm.locks, write=True)
+    assert mm.locks.mmap_lock is None
+
+
+def test_device_range_finding_text() -> None:
+    rep = explore(load_driver(ex("remap_range")), ["7.1", "6.18"], pairs=False)
+    assert [f.what for f in rep.findings] == [
+        "PFN 0x180002 remapped at base+0x12000: 2 page(s) outside the device memory the driver declares "
+        "(PFNs 0x180000-0x180001)"] * 2
+    assert all(f.shapes == ["merge-shared", "merge-private"] for f in rep.findings)
+
+
+def test_errhook_message_says_what_mmap_returned() -> None:
+    rep = explore(load_driver(ex("errhook_positive")), ["7.1"], pairs=False)
+    assert [f.what for f in rep.findings] == [
+        "mmap() returned 0xb although the mapping failed and was unmapped: the driver's error_hook returned 11 "
+        "(EAGAIN as a positive number), which is not an error code (-errno): it became the address"]
+
+
+class _Released(FileOperations):
+    has_mmap_prepare = True
+    has_release = True
+    fault_style = "filemap"
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def mmap_prepare(self, desc: VmAreaDesc) -> int:
+        return 0
+
+    def release(self, file: File) -> None:
+        self.released.append(file.path)
+
+
+def test_release_on_last_fput() -> None:
+    """->release runs once, when the last reference goes (descriptor and VMAs), with no mm lock held (the
+    kernel's __fput() is task work run on the return to user space)."""
+    mm = mk("7.1")
+    chk = LockChecker(mm)
+    ops = _Released()
+    fd = mm.open_device("/dev/rel", ops, 1 << 20)
+    f = mm.fdtable[fd]
+    assert mm.sys_mmap(B, 2 * K, RW, SH, fd, 0) == B
+    assert mm.sys_mprotect(B, K, C.PROT_READ) == 0  # a split: two VMAs, two references
+    assert f.refcount == 3
+    mm.close(fd)
+    assert f.refcount == 2 and ops.released == []
+    assert mm.sys_munmap(B, K) == 0 and ops.released == []
+    assert mm.sys_munmap(B, 2 * K) == 0
+    assert f.refcount == 0 and ops.released == ["/dev/rel"]
+    assert dict(chk.held_log)["release"] == frozenset()
+    assert chk.reports == []
+    # fork: the child's descriptor and VMA references count too; exit_files() drops the descriptors
+    ops2 = _Released()
+    fd = mm.open_device("/dev/rel2", ops2, 1 << 20)
+    assert mm.sys_mmap(B, K, RW, SH, fd, 0) == B
+    child = mm.fork()
+    mm.close(fd)
+    assert mm.sys_munmap(B, K) == 0 and ops2.released == []
+    from vmalab.fork import exit_files
+    exit_files(child)
+    assert ops2.released == [] and child.sys_munmap(B, K) == 0 and ops2.released == ["/dev/rel2"]
+
+
+def test_report_fits_terminal_and_summary() -> None:
+    rep = explore(load_driver(ex("spooky_lock")), ["7.1", "6.19"], pairs=False)
+    from vmalab.explore import Progress, format_report, summary_line
+    text = format_report(rep)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.splitlines()[-1] == summary_line(rep) == \
+        f"{len(rep.findings)} findings on 2 profiles; {len(rep.kernel)} kernel-behaviour rows"
+    assert rep.to_json()["summary"] == summary_line(rep)
+    import io
+    out = io.StringIO()
+    explore(load_driver("devzero"), ["7.1"], pairs=False, progress=Progress(out, every=0))
+    lines = out.getvalue().splitlines()
+    assert lines and all(ln.startswith("explore: profile 7.1, shape ") for ln in lines)
+
+
+def test_cli_explore_summary_and_json() -> None:
+    r = CliRunner().invoke(main, ["explore", ex("per_file_buffer"), "--no-pairs"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1].startswith("0 findings on 1 profile; ")
+    r = CliRunner().invoke(main, ["explore", ex("per_file_buffer_leak"), "--no-pairs", "--json"])
+    assert r.exit_code == 1 and json.loads(r.output)["summary"].startswith("1 finding on 1 profile; ")

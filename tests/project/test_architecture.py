@@ -32,7 +32,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("drivers", {"drivers", "drivers._helpers", "drivers.devmem", "drivers.devzero", "drivers.failing_action",
                  "drivers.filemap", "drivers.iomem", "drivers.kpages", "drivers.mapped_private", "drivers.ovl",
                  "drivers.secretmem"}),
-    ("lab", {"faultpoints", "scenario", "execute", "lockcheck", "explore", "oracle", "oracle.kernel", "oracle.fuzz",
+    ("lab", {"faultpoints", "scenario", "execute", "lockcheck", "explore", "portcheck", "oracle", "oracle.kernel",
+             "oracle.fuzz",
              "demo", "cli", "__main__"}),
 ]
 #: the model (everything below the lab) never imports these
