@@ -243,7 +243,8 @@ class MmStruct:
     # -- high-water marks (include/linux/mm.h) ---------------------------------------------------------
     def update_hiwater_vm(self) -> None:
         """Models update_hiwater_vm(): called before an unmap lowers total_vm."""
-        self.hiwater_vm = max(self.hiwater_vm, self.total_vm)
+        if self.total_vm > self.hiwater_vm:
+            self.hiwater_vm = self.total_vm
 
     @property
     def hiwater_rss(self) -> int:

@@ -111,7 +111,8 @@ class PageTable:
     def _unmap(self, keys: list[int]) -> None:
         """Drop the PTEs ``keys``, raising the Rss high-water mark first (update_hiwater_rss())."""
         d = self._ptes
-        self.hiwater_rss = max(self.hiwater_rss, self.rss)
+        if self.rss > self.hiwater_rss:
+            self.hiwater_rss = self.rss
         for k in keys:
             p = d.pop(k)
             p.mapcount -= 1

@@ -405,9 +405,10 @@ def vms_clean_up_area(mm: MmStruct, vms: VmaMunmap) -> None:
     # free_pgtables(): the PTE table of each 2 MiB region that no remaining VMA touches goes too
     for v in vms.detached:
         lo, hi = v.vm_start // C.PMD_SIZE, (v.vm_end - 1) // C.PMD_SIZE
-        for t in [t for t in mm.pt.tables if lo <= t <= hi]:
-            if mm.tree.find_intersection(t * C.PMD_SIZE, (t + 1) * C.PMD_SIZE) is None:
-                mm.pt.tables.discard(t)
+        tables = mm.pt.tables
+        for t in range(lo, hi + 1):  # the VMA's own regions: O(its size), not O(tables)
+            if t in tables and mm.tree.find_intersection(t * C.PMD_SIZE, (t + 1) * C.PMD_SIZE) is None:
+                tables.discard(t)
     vms.cleared = True
 
 
