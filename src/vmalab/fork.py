@@ -88,6 +88,7 @@ def fork(mm: M) -> M | int:
                 _abort_fork(child, vma)
                 mm.probe.trace("fork", "dup_mmap failed: cannot charge an accountable VMA", start=vma.vm_start)
                 return -errno.ENOMEM
+            mm.locks.vma_start_write(vma)  # dup_mmap() write-locks each parent VMA it copies
             tmp = _vm_area_dup_for_fork(child, vma)
             child.tree.insert(tmp)
             if not tmp.vm_flags & C.VM_WIPEONFORK:

@@ -239,12 +239,12 @@ class LockChecker:
         if locks.mmap_lock != "write":
             self._report("contract", f"{name} called without mmap_lock held for write", name)
         if name == "mmap" and vma is not None:
-            if mm.tree.lookup(vma.vm_start) is vma or vma.vm_start in locks.vma_locks:
+            if mm.tree.lookup(vma.vm_start) is vma or locks.vma_write_locked(vma):
                 self._report("contract", "legacy ->mmap called on an attached or write-locked VMA", name)
         success_side = name in ("mapped", "success_hook") or (name == "finish" and vma is not None)
         if success_side and vma is not None:
             attached = mm.tree.lookup(vma.vm_start) is vma
-            if attached != (vma.vm_start in locks.vma_locks):
+            if attached != locks.vma_write_locked(vma):
                 self._report("contract", f"{name} called on an {'attached' if attached else 'detached'} VMA that "
                                          f"is {'not ' if attached else ''}write-locked", name)
             action = self.desc.action_if_any if self.desc is not None else None

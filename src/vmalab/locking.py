@@ -2,7 +2,8 @@
 
 Models the locks a driver's callbacks can observe: ``mm->mmap_lock`` (an rwsem, held for write across
 do_mmap and for read by mm_populate), the per-VMA write lock (``vma_start_write()``, held from the moment a
-new VMA is linked until the mmap lock is released), and a file's rmap lock (``mapping->i_mmap_rwsem``,
+syscall links, splits, merges, modifies, detaches or (fork) copies a VMA until the mmap lock is released),
+and a file's rmap lock (``mapping->i_mmap_rwsem``,
 ``i_mmap_lock_write()``).  :class:`LockState` records what is held; each callback the model makes is
 traced with a snapshot of it, so a driver author (and the explorer) can see exactly what the kernel would
 hold at that point.  :class:`Mutex` is the lock type drivers written for vmalab use.
@@ -22,6 +23,12 @@ class LockObserver(Protocol):
     def mutex_locked(self, m: Mutex) -> None: ...
 
     def mutex_unlocked(self, m: Mutex) -> None: ...
+
+
+class _Vma(Protocol):
+    """What the lock state needs of a VMA (``vmalab.mm_types.VMA``)."""
+
+    vm_start: int
 
 
 class LockError(RuntimeError):
@@ -73,7 +80,10 @@ class LockState:
 
     def __init__(self) -> None:
         self.mmap_lock: str | None = None  # None, "read" or "write"
-        self.vma_locks: set[int] = set()  # vm_start of write-locked VMAs
+        # the write-locked VMAs, keyed by object identity (id(vma) -> vma): a VMA keeps its lock when a
+        # split or merge moves its vm_start, and a detached VMA stays locked until the mmap lock drops
+        self.vma_locks: dict[int, _Vma] = {}
+        self.attached: Callable[[_Vma], bool] | None = None  # is the VMA in the tree (set by MmStruct)
         self.i_mmap: set[int] = set()  # inode numbers whose rmap lock is held for write
         self.observer: LockObserver | None = None
         self.deferred: list[Callable[[], object]] = []  # task work: run when the mmap lock is dropped
@@ -86,11 +96,21 @@ class LockState:
         else:
             self.deferred.append(work)
 
+    def vma_start_write(self, vma: _Vma) -> None:
+        """vma_start_write(): write-lock one VMA until the mmap write lock is dropped (a no-op if held)."""
+        self.vma_locks[id(vma)] = vma
+
+    def vma_write_locked(self, vma: _Vma) -> bool:
+        """Is this VMA object (not merely one at its address) write-locked?"""
+        return self.vma_locks.get(id(vma)) is vma
+
     def held(self) -> frozenset[str]:
+        """The held locks by name; ``vma:0x<start>`` for each write-locked VMA still in the tree."""
         out = set()
         if self.mmap_lock:
             out.add(f"mmap_lock:{self.mmap_lock}")
-        out.update(f"vma:{s:#x}" for s in self.vma_locks)
+        attached = self.attached
+        out.update(f"vma:{v.vm_start:#x}" for v in self.vma_locks.values() if attached is None or attached(v))
         out.update(f"i_mmap:{i}" for i in self.i_mmap)
         return frozenset(out)
 

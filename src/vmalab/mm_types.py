@@ -137,6 +137,7 @@ class MmStruct:
         self.probe = Probe()
         self.resources = ResourceTracker()  # driver references, PFNs and files (vmalab.resources)
         self.tree = VmaTree()
+        self.locks.attached = lambda v: self.tree.lookup(v.vm_start) is v  # held() names attached VMAs
         self.pt = PageTable()
         self.rng = random.Random(seed)
         self.randomize = randomize

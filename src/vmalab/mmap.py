@@ -368,7 +368,7 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
     elif map.vm_flags & VM_SHARED:
         shmem_zero_setup(mm, vma)
     mm.tree.insert(vma)
-    mm.locks.vma_locks.add(vma.vm_start)
+    mm.locks.vma_start_write(vma)
     mm.probe.trace("mmap", "new vma", start=addr, end=end)
     action = map.action
     if (action is not None and action.hide_from_rmap_until_complete and vma.vm_file is not None

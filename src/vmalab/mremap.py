@@ -364,6 +364,8 @@ def _move_vma(mm: MmStruct, vrm: VmaRemap) -> int:
         if leak > 0:
             mm.leaked_commit += leak
             mm.probe.trace("mremap", "commit charge leaked", pages=leak)
+    assert vrm.vma is not None
+    mm.locks.vma_start_write(vrm.vma)  # move_vma(): the source is write-locked before copy_vma()
     new_vma = _copy_vma_and_data(mm, vrm)
     _vrm_stat_account(mm, vrm, vrm.new_len)
     if vrm.flags & MREMAP_DONTUNMAP:

@@ -153,7 +153,9 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
     if left:
         assert prev is not None
         sticky = vmg.vm_flags & C.VM_STICKY
+        mm.locks.vma_start_write(prev)  # vma_expand(): the target, and a next it removes
         if right and nxt is not None and can_merge_remove_vma(nxt):
+            mm.locks.vma_start_write(nxt)
             prev.vm_end = nxt.vm_end
             sticky |= nxt.vm_flags & C.VM_STICKY
             if prev.anon_vma is None and nxt.anon_vma is not None:
@@ -169,6 +171,7 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         return prev
     if right:
         assert nxt is not None
+        mm.locks.vma_start_write(nxt)  # vma_expand()
         vma_set_start(mm, nxt, vmg.start, vmg.pgoff)
         nxt.vm_flags |= vmg.vm_flags & C.VM_STICKY
         if nxt.anon_vma is None and anon_vma is not None:
@@ -211,6 +214,11 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         if not _anon_vmas_compatible(prev, nxt) or not can_merge_remove_vma(nxt):
             merge_right = False
     op = vmg.op
+    # "No matter what happens, we will be adjusting vma": the middle and each VMA merged with it
+    mm.locks.vma_start_write(mid)
+    for v in (prev if merge_left else None, nxt if merge_right else None):
+        if v is not None:
+            mm.locks.vma_start_write(v)
     sticky = mid.vm_flags & C.VM_STICKY
     if merge_left:
         assert prev is not None
@@ -280,7 +288,9 @@ def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: b
         new.vm_start = addr
         new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
         vma.vm_end = addr
-    vma_dup_references(mm, new)
+    vma_dup_references(mm, new)  # ->open(new) runs before either VMA is write-locked
+    mm.locks.vma_start_write(vma)
+    mm.locks.vma_start_write(new)
     mm.tree.insert(new)
     mm.probe.trace("split", "split", addr=addr)
     return 0
@@ -306,6 +316,7 @@ def vma_modify(mm: MmStruct, vma: VMA, prev: VMA | None, start: int, end: int, n
         e = split_vma(mm, vma, end, False)
         if e:
             return e
+    mm.locks.vma_start_write(vma)  # the caller's vma_start_write() / vm_flags_reset() before the change
     vma.vm_flags = new_flags | (vma.vm_flags & C.VM_STICKY)
     vma.anon_name = name
     return vma
@@ -325,6 +336,7 @@ def copy_vma(mm: MmStruct, vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
     new = vma.copy()  # vm_area_dup() + anon_vma_clone()
     new.vm_start, new.vm_end, new.vm_pgoff = addr, end, pgoff
     vma_dup_references(mm, new)
+    mm.locks.vma_start_write(new)  # vma_link()
     mm.tree.insert(new)
     mm.probe.trace("mremap", "new vma", start=addr, end=end)
     return new
@@ -372,6 +384,7 @@ def vms_gather_munmap_vmas(mm: MmStruct, vms: VmaMunmap, first: VMA) -> int:
             if e:
                 _reattach(mm, vms)
                 return e
+        mm.locks.vma_start_write(v)  # before it is detached: ->close (vms_clean_up_area) sees it locked
         vms.detached.append(v)
         vms.nr_pages += v.pages
         if v.vm_flags & VM_ACCOUNT:

@@ -17,8 +17,11 @@ import pytest
 
 from vmalab import constants as C
 from vmalab.execute import ModelRunner
+from vmalab.files import VmOperations
 from vmalab.mm import MM
+from vmalab.mm_types import VMA
 from vmalab.scenario import BASE, parse_scenario
+from vmalab.vma import vma_modify
 from vmalab.vma_tree import VmaTree
 
 K = C.PAGE_SIZE
@@ -88,3 +91,91 @@ def test_read_locked(what: str, call: Callable[[MM], Any], monkeypatch: pytest.M
         call(mm)
     assert seen == {"read"}, (what, seen)
     assert mm.locks.mmap_lock is None
+
+
+# -- the per-VMA write locks a driver callback sees (vma_start_write(), 6.18) ----------------------------
+class _Recorder(VmOperations):
+    """vm_ops whose ->open / ->close record, for the VMA they get: is it write-locked (by identity), and
+    which ``vma:`` locks are held (the names of the write-locked VMAs still in the tree)."""
+
+    def __init__(self, mm: MM) -> None:
+        self.mm = mm
+        self.seen: list[tuple[str, VMA, bool, frozenset[str]]] = []
+
+    def _note(self, what: str, vma: VMA) -> None:
+        vmas = frozenset(h for h in self.mm.locks.held() if h.startswith("vma:"))
+        self.seen.append((what, vma, self.mm.locks.vma_write_locked(vma), vmas))
+
+    def open(self, vma: VMA) -> None:
+        self._note("open", vma)
+
+    def close(self, vma: VMA) -> None:
+        self._note("close", vma)
+
+
+def _recorded(pages: int = 8) -> tuple[MM, _Recorder]:
+    mm = _mm()
+    rec = _Recorder(mm)
+    vma = mm.tree.lookup(BASE)
+    assert vma is not None and vma.vm_end == BASE + pages * K
+    vma.vm_ops = rec
+    return mm, rec
+
+
+def test_split_open_sees_no_lock_on_either_vma() -> None:
+    """mm/vma.c: __split_vma() calls vm_ops->open(new) before vma_start_write(vma) and
+    vma_start_write(new): the first split of a syscall runs ->open with no VMA write-locked."""
+    mm, rec = _recorded()
+    assert mm.sys_mprotect(BASE + 4 * K, 4 * K, C.PROT_READ) == 0
+    what, new, locked, vmas = rec.seen[0]
+    assert what == "open" and not locked and vmas == frozenset()
+    assert mm.locks.vma_locks == {}  # dropped with the mmap write lock
+
+
+def test_callback_after_a_split_sees_the_split_vmas_locked() -> None:
+    """mprotect of the middle of a VMA splits twice (vma_modify()): the second ->open sees both VMAs of
+    the first split write-locked, under their new starts (the lock follows the VMA, not its address)."""
+    mm, rec = _recorded()
+    assert mm.sys_mprotect(BASE + 2 * K, 2 * K, C.PROT_READ) == 0
+    assert [w for w, *_ in rec.seen] == ["open", "open"]
+    _, new, locked, vmas = rec.seen[1]
+    assert not locked  # the VMA being created is still not locked
+    assert vmas == {f"vma:{BASE:#x}", f"vma:{BASE + 2 * K:#x}"}
+
+
+def test_munmap_close_sees_its_vma_locked() -> None:
+    """mm/vma.c: vms_gather_munmap_vmas() write-locks each VMA before detaching it, so ->close in
+    vms_clean_up_area() runs on a write-locked (detached, so not named by held()) VMA; the split that
+    cut it out left the remaining VMA locked too."""
+    mm, rec = _recorded()
+    assert mm.sys_munmap(BASE + 4 * K, 4 * K) == 0
+    (w0, _, locked0, _), (w1, gone, locked1, vmas) = rec.seen
+    assert (w0, locked0) == ("open", False)
+    assert w1 == "close" and gone.vm_start == BASE + 4 * K and locked1
+    assert vmas == {f"vma:{BASE:#x}"}
+
+
+def test_merge_locks_the_expanded_vma() -> None:
+    """mm/vma.c: vma_merge_existing_range() write-locks the VMA it changes and the neighbour it merges
+    into: an mprotect that merges back lets a later ->close (munmap in the same mm lock hold) see it."""
+    mm, rec = _recorded()
+    assert mm.sys_mprotect(BASE, 4 * K, C.PROT_READ) == 0
+    with mm.locks.mmap_write():
+        vma = mm.tree.lookup(BASE)
+        assert vma is not None
+        got = vma_modify(mm, vma, None, BASE, BASE + 4 * K, vma.vm_flags | C.VM_WRITE)
+        assert isinstance(got, VMA) and got.vm_start == BASE and got.vm_end == BASE + 8 * K
+        assert mm.locks.vma_write_locked(got) and mm.locks.held() >= {f"vma:{BASE:#x}"}
+
+
+def test_fork_open_sees_the_parent_vma_locked() -> None:
+    """mm/mmap.c: dup_mmap() write-locks each parent VMA before copying it, so ->open on the child's
+    copy runs with the parent's VMA write-locked (the child's copy itself is not)."""
+    mm, rec = _recorded()
+    parent_vma = mm.tree.lookup(BASE)
+    child = mm.fork()
+    what, copy, locked, vmas = rec.seen[0]  # locks as the parent's mm holds them
+    assert what == "open" and copy is not parent_vma and copy is child.tree.lookup(BASE)
+    assert not locked and not child.locks.vma_write_locked(copy)
+    assert f"vma:{BASE:#x}" in vmas  # the parent's VMA (and every parent VMA copied before it)
+    assert mm.locks.vma_locks == {}  # released with the parent's mmap lock
