@@ -35,6 +35,7 @@ from .explore import DriverSpec
 from .faultpoints import FAULT_POINTS
 from .mm import MM
 from .profiles import PROFILES, get_profile
+from .resources import expected_file_refs
 
 K = C.PAGE_SIZE
 BASE = 0x500000000000
@@ -118,12 +119,7 @@ def _ret(name: str, r: int) -> str:
 
 
 def _excess_file_refs(mm: MM) -> int:
-    want: dict[int, int] = {}
-    for f in mm.fdtable.values():
-        want[id(f)] = want.get(id(f), 0) + 1
-    for v in mm.tree:
-        if v.vm_file is not None:
-            want[id(v.vm_file)] = want.get(id(v.vm_file), 0) + 1
+    want = expected_file_refs(mm)
     return sum(f.refcount - want.get(id(f), 0) for f in mm.resources.files)
 
 

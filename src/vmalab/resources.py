@@ -123,12 +123,7 @@ class ResourceTracker:
                 out.append(ResourceProblem("pfn", f"{p.name}: PFN freed twice"))
             if p.allocated:
                 out.append(ResourceProblem("pfn", f"{p.name}: PFN(s) still allocated with no mapping left"))
-        want: dict[int, int] = {}
-        for f in mm.fdtable.values():
-            want[id(f)] = want.get(id(f), 0) + 1
-        for v in mm.tree:
-            if v.vm_file is not None:
-                want[id(v.vm_file)] = want.get(id(v.vm_file), 0) + 1
+        want = expected_file_refs(mm)
         for f in self.files:
             w = want.get(id(f), 0)
             if f.refcount < w:
@@ -137,3 +132,14 @@ class ResourceTracker:
             elif f.refcount > w:
                 out.append(ResourceProblem("file", f"file {f.display_path}: reference(s) leaked"))
         return out
+
+
+def expected_file_refs(mm: MmStruct) -> dict[int, int]:
+    """The references each file should hold (by ``id``): one per descriptor and one per VMA mapping it."""
+    want: dict[int, int] = {}
+    for f in mm.fdtable.values():
+        want[id(f)] = want.get(id(f), 0) + 1
+    for v in mm.tree:
+        if v.vm_file is not None:
+            want[id(v.vm_file)] = want.get(id(v.vm_file), 0) + 1
+    return want
