@@ -125,14 +125,19 @@ def _kernel_run(scn: Any, unprivileged: bool = False, allow_hwpoison: bool = Fal
 def _model_run(scn: Any, initial_maps: str | None = None, trace: bool = False,
                caps: Any = None, path: str = "", limits: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
-        return run_on_model(scn, initial_maps=initial_maps, validate=True, trace=trace, caps=caps, **(limits or {}))
+        return run_on_model(scn, initial_maps=initial_maps, trace=trace, caps=caps,
+                            **({"validate": "end"} | (limits or {})))
     except ModelUnsupported as e:
         raise CliError(f"{path}: {e}" if path else str(e)) from None
 
 
 def _limit_options(f: Any) -> Any:
-    """--max-resident and --max-iterations: the limits of a model run (vmalab.execute.ModelRunner)."""
+    """--max-resident, --max-iterations and --validate: the limits and checks of a model run
+    (vmalab.execute.ModelRunner)."""
     from .execute import DEFAULT_MAX_ITERATIONS, DEFAULT_MAX_RESIDENT
+    f = click.option("--validate", "validate", type=click.Choice(["each", "end", "off"]), default=None,
+                     help="When the model's invariant checker runs: after every op (O(n) each: slow for "
+                     "large scenarios), once at the end, or never [default: end].")(f)
     f = click.option("--max-iterations", type=click.IntRange(min=0), default=None,
                      help="The most repeat iterations the model runs in one scenario, all repeats together "
                      f"[default: {DEFAULT_MAX_ITERATIONS}].")(f)
@@ -205,11 +210,12 @@ def _load_drivers(specs: tuple[str, ...]) -> dict[str, Any]:
 @_limit_options
 def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None,
         driver_files: tuple[str, ...], unprivileged: bool, allow_hwpoison: bool, max_resident: int | None,
-        max_iterations: int | None) -> None:
+        max_iterations: int | None, validate: str | None) -> None:
     """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
     refuse_together(kernel=kernel, driver=driver_files)
     drivers = _load_drivers(driver_files)
-    limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations, "drivers": drivers}
+    limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations, "drivers": drivers,
+                              "validate": validate or "end"}
     refuse_together(json=as_json, trace=trace)
     refuse_together(kernel=kernel, all_profiles=all_profiles)
     refuse_together(kernel=kernel, kernel_profile=profile)
@@ -217,6 +223,7 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
     refuse_together(kernel=kernel, trace=trace)
     refuse_together(kernel=kernel, max_resident=max_resident is not None)
     refuse_together(kernel=kernel, max_iterations=max_iterations is not None)
+    refuse_together(kernel=kernel, validate=validate is not None)
     scn = _load(scenario)
     if all_profiles:
         _run_all_profiles(scn, as_json, trace, scenario, limits)
@@ -227,8 +234,7 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
         from .execute import ModelRunner, check_supported
         try:
             check_supported(scn)
-            runner = ModelRunner(scn, validate=True, trace=trace, kernel=profile, caps=() if unprivileged else None,
-                                 max_resident=max_resident, max_iterations=max_iterations, drivers=drivers)
+            runner = ModelRunner(scn, trace=trace, kernel=profile, caps=() if unprivileged else None, **limits)
             result = runner.run()
         except ModelUnsupported as e:
             raise CliError(f"{scenario}: {e}") from None
@@ -257,7 +263,7 @@ def _run_all_profiles(scn: Any, as_json: bool, trace: bool, path: str = "",
     traces: dict[str, list[str]] = {}
     for name in PROFILES:
         try:
-            runner = ModelRunner(scn, validate=True, trace=trace, kernel=name, **(limits or {}))
+            runner = ModelRunner(scn, trace=trace, kernel=name, **({"validate": "end"} | (limits or {})))
             outcomes[name] = runner.run()
             traces[name] = [str(ev) for ev in runner.mm.trace]
         except ProfileFeatureError as e:
@@ -324,7 +330,7 @@ def profiles() -> None:
 @_hwpoison_option
 @_limit_options
 def diff(scenario: str, as_json: bool, expected: str | None, unprivileged: bool, allow_hwpoison: bool,
-         max_resident: int | None, max_iterations: int | None) -> None:
+         max_resident: int | None, max_iterations: int | None, validate: str | None) -> None:
     """Run SCENARIO.json on the live kernel and on the model; exit 1 on any divergence.
 
     The model starts with the capabilities the live runner had (env.caps of its result: as an unprivileged
@@ -343,7 +349,8 @@ def diff(scenario: str, as_json: bool, expected: str | None, unprivileged: bool,
     if caps is None and unprivileged:
         caps = ()
     mres = _model_run(scn, initial_maps=kres.get("env", {}).get("initial_maps"), caps=caps, path=scenario,
-                      limits={"max_resident": max_resident, "max_iterations": max_iterations})
+                      limits={"max_resident": max_resident, "max_iterations": max_iterations,
+                                                                   "validate": validate or "end"})
     diffs = compare_results(kres, mres)
     if as_json:
         click.echo(json.dumps({"name": scn.name, "agree": not diffs, "differences": diffs}, indent=1))
@@ -456,7 +463,7 @@ def recording_path(scenario_path: str) -> str:
 @_driver_option
 @_limit_options
 def maps(scenario: str | None, smaps: bool, driver_files: tuple[str, ...], max_resident: int | None,
-         max_iterations: int | None) -> None:
+         max_iterations: int | None, validate: str | None) -> None:
     """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process)."""
     from .execute import ModelRunner, check_supported
     from .procfs import maps as maps_text
@@ -464,7 +471,7 @@ def maps(scenario: str | None, smaps: bool, driver_files: tuple[str, ...], max_r
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
     try:
         check_supported(scn)
-        runner = ModelRunner(scn, validate=True, max_resident=max_resident, max_iterations=max_iterations,
+        runner = ModelRunner(scn, validate=validate or "end", max_resident=max_resident, max_iterations=max_iterations,
                              drivers=_load_drivers(driver_files))
         runner.run()
     except ModelUnsupported as e:

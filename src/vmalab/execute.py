@@ -42,6 +42,10 @@ def first_addr_key(op: Op) -> str:
     return "addr"
 
 
+#: validation policies of a model run (True and False are the old spellings of "each" and "off")
+VALIDATE_POLICIES: dict[bool | str, str] = {True: "each", False: "off", "each": "each", "end": "end", "off": "off"}
+
+
 class ModelUnsupported(Exception):
     """The scenario uses an op or a feature the model does not implement yet."""
 
@@ -99,9 +103,11 @@ def default_layout(rlimit_stack: int) -> str:
 
 
 class ModelRunner:
-    """Executes one scenario on a fresh :class:`MM`; ``validate`` runs ``mm.validate()`` after every op."""
+    """Executes one scenario on a fresh :class:`MM`; ``validate`` says when ``mm.validate()`` runs: after
+    every op (``"each"`` or True: O(n) per op, what the tests use), once at the ``"end"`` (the CLI's
+    default: a run stays O(n log n)), or ``"off"`` (False)."""
 
-    def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool = False,
+    def __init__(self, scn: Scenario, initial_maps: str | None = None, validate: bool | str = False,
                  trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
                  timeout: float | None = None, max_resident: int | None = None,
                  max_iterations: int | None = None, drivers: Mapping[str, Opener] | None = None) -> None:
@@ -139,7 +145,10 @@ class ModelRunner:
             import_maps(self.mm, initial_maps if initial_maps is not None else default_layout(rl))
         except MapsFormatError as e:  # a recording's env.initial_maps that is not a maps text
             raise ModelUnsupported(f"initial maps: {e}") from None
-        self.validate = validate
+        #: when mm.validate() runs: "each" op (and every fork child), once at the "end", or "off"
+        self.validate = VALIDATE_POLICIES[validate] if isinstance(validate, bool) else validate
+        if self.validate not in VALIDATE_POLICIES.values():
+            raise ValueError(f"validate must be one of each, end, off (or a bool), not {validate!r}")
         self.fds: dict[tuple[str, str], dict[str, int]] = {}
         self.initial_brk = self.mm.brk
 
@@ -359,7 +368,7 @@ class ModelRunner:
             child = mm.fork()
         except OSError as e:
             return self._ret(-(e.errno or errno.ENOMEM))
-        if self.validate:
+        if self.validate == "each":
             child.validate()
         saved = self.mm
         self.mm = child
@@ -372,7 +381,7 @@ class ModelRunner:
                     reads.append({"addr": raw, "ret": 0, "value": v})
                 except Fault as f:
                     reads.append({"addr": raw, "ret": -1, "signal": f.signal})
-            if self.validate:
+            if self.validate == "each":
                 child.validate()
         finally:
             self.mm = saved
@@ -437,11 +446,13 @@ class ModelRunner:
                 raise ModelUnsupported(f"op {i} ({op.op}): {e}") from None
             if op.note is not None:
                 res["note"] = op.note
-            if self.validate:
+            if self.validate == "each":
                 self.mm.validate()
             self.op_traces.append(probe.events[tstart:])
             results.append(res)
         self.mm.probe.op_index = None
+        if self.validate == "end":
+            self.mm.validate()
         return {"name": self.scn.name, "description": self.scn.description,
                 "env": {"kernel": "model-" + self.mm.profile.name, "machine": "x86_64", "base": f"{BASE:#x}",
                         "window": self.scn.window},
@@ -455,7 +466,7 @@ def check_supported(scn: Scenario) -> None:
             raise ModelUnsupported(f"op {op.op!r} is not supported by the model yet")
 
 
-def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool = False,
+def run_on_model(scn: Scenario, initial_maps: str | None = None, validate: bool | str = False,
                  trace: bool = False, kernel: str | None = None, caps: Iterable[str] | None = None,
                  timeout: float | None = None, max_resident: int | None = None,
                  max_iterations: int | None = None, drivers: Mapping[str, Opener] | None = None) -> dict[str, Any]:
