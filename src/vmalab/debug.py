@@ -77,6 +77,7 @@ def validate_mm(mm: MmStruct) -> list[str]:
             # MADV_GUARD_INSTALL sets the sticky VM_MAYBE_GUARD on every VMA it puts markers in
             problems.append(f"guard marker at {vpn << PAGE_SHIFT:#x} in a VMA without VM_MAYBE_GUARD")
             break
+    problems.extend(mm.tree.check_gaps())  # the gap search's summaries are never stale
     if problems:
         raise ValidationError("; ".join(problems))
     return notes

@@ -68,7 +68,90 @@ def _stack_guard_placement(vm_flags: int) -> int:
 def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
                           align_offset: int = 0, start_gap: int = 0) -> int:
     """Models mm/vma.c: unmapped_area_topdown(): the highest fitting gap below ``high_limit``; returns
-    the address or ``-ENOMEM``."""
+    the address or ``-ENOMEM``.
+
+    O(sqrt n): the tree's gap summaries (:meth:`VmaTree.gap_down`) skip runs of VMAs without a fitting
+    gap, as the maple tree's gap maxima do.  :func:`_unmapped_area_topdown_linear` is the reference walk
+    it must agree with (tests/model/test_layout_gap_search.py)."""
+    want = length
+    length = length + align_mask + start_gap
+    need = max(length, 1)
+    low_limit = max(low_limit, mm.mmap_min_addr)
+    tree = mm.tree
+    while True:
+        if high_limit <= low_limit or high_limit - low_limit < length:
+            return -errno.ENOMEM
+        nxt = tree.find(high_limit - 1)
+        hole_hi = nxt.vm_start if nxt is not None and nxt.vm_start < high_limit else high_limit
+        gap_end = -1
+        below = tree.last_below(hole_hi)  # the highest VMA starting below hole_hi
+        if below is None:
+            if hole_hi > low_limit and hole_hi - low_limit >= length:
+                gap_end = hole_hi
+        else:
+            lo = max(below.vm_end, low_limit)
+            if hole_hi > lo and hole_hi - lo >= length:
+                gap_end = hole_hi
+            elif below.vm_start > low_limit:
+                got = tree.gap_down(below.vm_start, need, low_limit)
+                if got is not None:
+                    hi, lo = got[0], max(got[1], low_limit)
+                    if hi > lo and hi - lo >= length:
+                        gap_end = hi
+        if gap_end < 0:
+            return -errno.ENOMEM
+        gap = gap_end - want
+        gap -= (gap - align_offset) & align_mask
+        after = tree.find(gap_end)
+        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
+            if after.start_gap() < gap_end:
+                high_limit = after.start_gap()
+                continue
+        return gap
+
+
+def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+                  align_offset: int = 0, start_gap: int = 0) -> int:
+    """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``.  O(sqrt n) with
+    :meth:`VmaTree.gap_up`; :func:`_unmapped_area_linear` is the reference walk."""
+    length = length + align_mask + start_gap
+    need = max(length, 1)
+    low_limit = max(low_limit, mm.mmap_min_addr)
+    tree = mm.tree
+    while True:
+        if high_limit <= low_limit or high_limit - low_limit < length:
+            return -errno.ENOMEM
+        found = -1
+        first = tree.find(low_limit)
+        if first is None or first.vm_start >= high_limit:
+            prev_end = low_limit
+        elif first.vm_start > low_limit and first.vm_start - low_limit >= length:
+            found = prev_end = low_limit
+        else:
+            got = tree.gap_up(first.vm_start, need, high_limit)
+            if got is not None:
+                found = prev_end = got[1]
+            else:
+                last = tree.last_below(high_limit)  # the highest VMA starting below high_limit
+                assert last is not None
+                prev_end = max(low_limit, last.vm_end)
+        if found < 0 and min(high_limit, TASK_SIZE) - prev_end >= length:
+            found = prev_end
+        if found < 0:
+            return -errno.ENOMEM
+        gap = found + start_gap
+        gap += (align_offset - gap) & align_mask
+        after = tree.find(gap)
+        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
+            if after.start_gap() < gap + length - 1:
+                low_limit = after.vm_end
+                continue
+        return gap
+
+
+def _unmapped_area_topdown_linear(mm: MmStruct, length: int, low_limit: int, high_limit: int,
+                                  align_mask: int = 0, align_offset: int = 0, start_gap: int = 0) -> int:
+    """The reference O(n) walk of :func:`unmapped_area_topdown`: VMA by VMA from the top."""
     want = length
     length = length + align_mask + start_gap
     low_limit = max(low_limit, mm.mmap_min_addr)
@@ -112,9 +195,9 @@ def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit:
         return gap
 
 
-def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
-                  align_offset: int = 0, start_gap: int = 0) -> int:
-    """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``."""
+def _unmapped_area_linear(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
+                          align_offset: int = 0, start_gap: int = 0) -> int:
+    """The reference O(n) walk of :func:`unmapped_area`: VMA by VMA from ``low_limit``."""
     length = length + align_mask + start_gap
     low_limit = max(low_limit, mm.mmap_min_addr)
     tree = mm.tree

@@ -157,6 +157,7 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         if right and nxt is not None and can_merge_remove_vma(nxt):
             mm.locks.vma_start_write(nxt)
             prev.vm_end = nxt.vm_end
+            mm.tree.end_changed(prev)
             sticky |= nxt.vm_flags & C.VM_STICKY
             if prev.anon_vma is None and nxt.anon_vma is not None:
                 prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
@@ -164,6 +165,7 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
             mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
             prev.vm_end = vmg.end
+            mm.tree.end_changed(prev)
             mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
         prev.vm_flags |= sticky
         if prev.anon_vma is None and anon_vma is not None:
@@ -229,12 +231,14 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
             if prev.anon_vma is None and nxt.anon_vma is not None:
                 prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
             prev.vm_end = nxt.vm_end
+            mm.tree.end_changed(prev)
             sticky |= nxt.vm_flags & C.VM_STICKY
             mm.tree.erase(mid)
             mm.tree.erase(nxt)
             mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
             prev.vm_end = end
+            mm.tree.end_changed(prev)
             if delete_mid:
                 mm.tree.erase(mid)
             else:
@@ -249,6 +253,7 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         mm.tree.erase(mid)
     else:
         mid.vm_end = start
+        mm.tree.end_changed(mid)
     vma_set_start(mm, nxt, start, vmg.pgoff)
     nxt.vm_flags |= sticky
     mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
@@ -288,6 +293,7 @@ def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: b
         new.vm_start = addr
         new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
         vma.vm_end = addr
+        mm.tree.end_changed(vma)
     vma_dup_references(mm, new)  # ->open(new) runs before either VMA is write-locked
     mm.locks.vma_start_write(vma)
     mm.locks.vma_start_write(new)

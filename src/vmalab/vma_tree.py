@@ -25,13 +25,24 @@ class VmaTree:
     a dict keyed by ``vm_start``.  Neighbour lookups bisect the sublist maxima and then one sublist, so
     every lookup, insert and erase is O(log n) without positional indexing.  The tree does not check
     overlap on insert; :func:`vmalab.debug.validate_mm` does.
+
+    Gap summaries (the maple tree's per-node largest gap, used by the gap search of
+    ``get_unmapped_area``): ``_gap[j]`` is the largest gap ``vm_start - prev.vm_end`` between two
+    consecutive VMAs that both lie in sublist ``j``, or ``-1`` when sublist ``j`` changed since it was
+    computed (recomputed lazily by :meth:`_sub_gap`).  Every insert, erase and rekey marks the sublists it
+    touches; a VMA's ``vm_end`` changed in place must be reported with :meth:`end_changed`.  The gap
+    below the first VMA of a sublist is read from the VMAs themselves, never summarised.
+    :meth:`check_gaps` (run by validate_mm) says whether a clean summary is stale.
     """
 
-    __slots__ = ("_sl", "_by_start")
+    __slots__ = ("_sl", "_by_start", "_gap")
 
-    def __init__(self) -> None:
+    def __init__(self, load: int | None = None) -> None:
         self._sl = SortedList()
+        if load is not None:
+            self._sl._reset(load)  # small sublists: tests exercise splits and merges
         self._by_start: dict[int, VMA] = {}
+        self._gap: list[int] = []
 
     def __len__(self) -> int:
         return len(self._by_start)
@@ -69,21 +80,178 @@ class VmaTree:
         return sub[bisect_left(sub, key)]
 
     # -- API ---------------------------------------------------------------------------------------------
+    def _add(self, key: int) -> None:
+        sl = self._sl
+        gap = self._gap
+        pos = bisect_right(sl._maxes, key)
+        if pos == len(gap):
+            pos -= 1
+        sl.add(key)
+        n = len(sl._lists)
+        if n == len(gap):
+            gap[pos] = -1
+        elif n == len(gap) + 1 and pos >= 0:
+            gap[pos] = -1
+            gap.insert(pos + 1, -1)  # SortedList._expand() split sublist pos
+        else:
+            self._gap = [-1] * n
+
+    def _remove(self, key: int) -> None:
+        sl = self._sl
+        gap = self._gap
+        pos = bisect_left(sl._maxes, key)
+        sl.remove(key)
+        n = len(sl._lists)
+        if n == len(gap):
+            # a merge with a neighbour may have been split again: mark both sides
+            for j in (pos - 1, pos, pos + 1):
+                if 0 <= j < n:
+                    gap[j] = -1
+        else:
+            self._gap = [-1] * n
+
     def insert(self, vma: VMA) -> None:
-        self._sl.add(vma.vm_start)
+        self._add(vma.vm_start)
         self._by_start[vma.vm_start] = vma
 
     def erase(self, vma: VMA) -> None:
         del self._by_start[vma.vm_start]
-        self._sl.remove(vma.vm_start)
+        self._remove(vma.vm_start)
 
     def rekey(self, vma: VMA, old_start: int) -> None:
         """Call after changing ``vma.vm_start`` of a VMA that is in the tree."""
         if old_start != vma.vm_start:
             del self._by_start[old_start]
-            self._sl.remove(old_start)
-            self._sl.add(vma.vm_start)
+            self._remove(old_start)
+            self._add(vma.vm_start)
             self._by_start[vma.vm_start] = vma
+        else:
+            self.end_changed(vma)
+
+    def end_changed(self, vma: VMA) -> None:
+        """Call after changing ``vma.vm_end`` of a VMA that is in the tree (its gap summary is stale)."""
+        maxes = self._sl._maxes
+        pos = bisect_left(maxes, vma.vm_start)
+        if pos < len(maxes):
+            self._gap[pos] = -1
+
+    # -- gap summaries and the gap search --------------------------------------------------------------
+    def _calc_gap(self, j: int) -> int:
+        d = self._by_start
+        sub = self._sl._lists[j]
+        best = 0
+        end = d[sub[0]].vm_end
+        for i in range(1, len(sub)):
+            k = sub[i]
+            if k - end > best:
+                best = k - end
+            end = d[k].vm_end
+        return best
+
+    def _sub_gap(self, j: int) -> int:
+        g = self._gap[j]
+        if g < 0:
+            g = self._gap[j] = self._calc_gap(j)
+        return g
+
+    def _end_before(self, j: int, i: int) -> int:
+        """vm_end of the VMA before ``_lists[j][i]`` (0 below the first VMA)."""
+        if i:
+            return self._by_start[self._sl._lists[j][i - 1]].vm_end
+        if j:
+            return self._by_start[self._sl._lists[j - 1][-1]].vm_end
+        return 0
+
+    def gap_down(self, key: int, length: int, floor: int) -> tuple[int, int] | None:
+        """The highest VMA start ``s`` with ``floor < s <= key`` whose gap below (``s`` minus the end of
+        the VMA before it, or minus 0 for the first VMA) is at least ``length``: ``(s, that end)``.
+        ``key`` must be a VMA start."""
+        lists = self._sl._lists
+        d = self._by_start
+        j = bisect_left(self._sl._maxes, key)
+        sub = lists[j]
+        i = bisect_left(sub, key)
+        while True:
+            # scan sublist j from index i down to its first element
+            while i > 0:
+                s = sub[i]
+                if s <= floor:
+                    return None
+                e = d[sub[i - 1]].vm_end
+                if s - e >= length:
+                    return s, e
+                i -= 1
+            s = sub[0]
+            if s <= floor:
+                return None
+            e = self._end_before(j, 0)
+            if s - e >= length:
+                return s, e
+            # skip whole sublists below whose internal gaps are too small
+            j -= 1
+            while j >= 0:
+                sub = lists[j]
+                if sub[-1] <= floor:
+                    return None
+                if self._sub_gap(j) >= length:
+                    break
+                s = sub[0]
+                if s <= floor:
+                    return None
+                e = self._end_before(j, 0)
+                if s - e >= length:
+                    return s, e
+                j -= 1
+            if j < 0:
+                return None
+            i = len(sub) - 1
+
+    def gap_up(self, key: int, length: int, ceil: int) -> tuple[int, int] | None:
+        """The lowest VMA start ``s`` with ``key < s < ceil`` whose gap below is at least ``length``:
+        ``(s, the end of the VMA before it)``.  ``key`` must be a VMA start."""
+        lists = self._sl._lists
+        d = self._by_start
+        nl = len(lists)
+        j = bisect_left(self._sl._maxes, key)
+        sub = lists[j]
+        i = bisect_left(sub, key) + 1
+        while True:
+            e = d[sub[i - 1]].vm_end
+            n = len(sub)
+            while i < n:
+                s = sub[i]
+                if s >= ceil:
+                    return None
+                if s - e >= length:
+                    return s, e
+                e = d[s].vm_end
+                i += 1
+            # the first VMA of each following sublist, then its internal gaps when they may fit
+            j += 1
+            while j < nl:
+                sub = lists[j]
+                s = sub[0]
+                if s >= ceil:
+                    return None
+                if s - e >= length:
+                    return s, e
+                if self._sub_gap(j) >= length:
+                    break
+                e = d[sub[-1]].vm_end
+                j += 1
+            if j >= nl:
+                return None
+            i = 1
+
+    def check_gaps(self) -> list[str]:
+        """validate_mm's check of the gap summaries: one entry per sublist, and no clean one stale."""
+        problems: list[str] = []
+        if len(self._gap) != len(self._sl._lists):
+            return [f"gap summaries: {len(self._gap)} for {len(self._sl._lists)} sublists"]
+        for j, g in enumerate(self._gap):
+            if g >= 0 and g != self._calc_gap(j):
+                problems.append(f"stale gap summary of sublist {j}: {g:#x}, really {self._calc_gap(j):#x}")
+        return problems
 
     def find(self, addr: int) -> VMA | None:
         """find_vma(): the first VMA with ``vm_end > addr``.  One descent: the sublist holding the last
@@ -152,6 +320,11 @@ class VmaTree:
             out.append(v)
             k = self._ceil(v.vm_end)
         return out
+
+    def last_below(self, addr: int) -> VMA | None:
+        """The VMA with the highest ``vm_start < addr`` (whether or not it contains ``addr``)."""
+        k = self._lower(addr)
+        return None if k is None else self._by_start[k]
 
     def iter_from_top(self, below: int) -> Iterator[VMA]:
         """VMAs with ``vm_start < below``, highest first (for the top-down gap search)."""
