@@ -71,8 +71,8 @@ def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit:
     the address or ``-ENOMEM``.
 
     O(sqrt n): the tree's gap summaries (:meth:`VmaTree.gap_down`) skip runs of VMAs without a fitting
-    gap, as the maple tree's gap maxima do.  :func:`_unmapped_area_topdown_linear` is the reference walk
-    it must agree with (tests/model/test_layout_gap_search.py)."""
+    gap, as the maple tree's gap maxima do.  It must return what the VMA-by-VMA walk it replaced returns:
+    that walk is the reference of tests/model/test_layout_gap_search.py."""
     want = length
     length = length + align_mask + start_gap
     need = max(length, 1)
@@ -113,7 +113,7 @@ def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit:
 def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
                   align_offset: int = 0, start_gap: int = 0) -> int:
     """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``.  O(sqrt n) with
-    :meth:`VmaTree.gap_up`; :func:`_unmapped_area_linear` is the reference walk."""
+    :meth:`VmaTree.gap_up`; the linear walk is the reference in the tests."""
     length = length + align_mask + start_gap
     need = max(length, 1)
     low_limit = max(low_limit, mm.mmap_min_addr)
@@ -138,84 +138,6 @@ def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, al
         if found < 0 and min(high_limit, TASK_SIZE) - prev_end >= length:
             found = prev_end
         if found < 0:
-            return -errno.ENOMEM
-        gap = found + start_gap
-        gap += (align_offset - gap) & align_mask
-        after = tree.find(gap)
-        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
-            if after.start_gap() < gap + length - 1:
-                low_limit = after.vm_end
-                continue
-        return gap
-
-
-def _unmapped_area_topdown_linear(mm: MmStruct, length: int, low_limit: int, high_limit: int,
-                                  align_mask: int = 0, align_offset: int = 0, start_gap: int = 0) -> int:
-    """The reference O(n) walk of :func:`unmapped_area_topdown`: VMA by VMA from the top."""
-    want = length
-    length = length + align_mask + start_gap
-    low_limit = max(low_limit, mm.mmap_min_addr)
-    tree = mm.tree
-    while True:
-        if high_limit <= low_limit or high_limit - low_limit < length:
-            return -errno.ENOMEM
-        found = None
-        # Walk holes from the top: the hole above the highest VMA below high_limit first.
-        nxt = tree.find(high_limit - 1)  # VMA at/after high_limit-1 (bounds the top hole)
-        hole_hi = high_limit
-        if nxt is not None and nxt.vm_start < high_limit:
-            hole_hi = nxt.vm_start
-            cursor = nxt.vm_start
-        else:
-            cursor = high_limit
-        for v in tree.iter_from_top(cursor):
-            lo = max(v.vm_end, low_limit)
-            hi = hole_hi
-            if hi > lo and hi - lo >= length:
-                found = (lo, hi)
-                break
-            hole_hi = v.vm_start
-            if hole_hi <= low_limit:
-                break
-        else:
-            lo = low_limit
-            hi = hole_hi
-            if hi > lo and hi - lo >= length:
-                found = (lo, hi)
-        if found is None:
-            return -errno.ENOMEM
-        gap_end = found[1]
-        gap = gap_end - want
-        gap -= (gap - align_offset) & align_mask
-        after = tree.find(gap_end)
-        if after is not None and after.vm_flags & (VM_GROWSDOWN | VM_SHADOW_STACK):
-            if after.start_gap() < gap_end:
-                high_limit = after.start_gap()
-                continue
-        return gap
-
-
-def _unmapped_area_linear(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
-                          align_offset: int = 0, start_gap: int = 0) -> int:
-    """The reference O(n) walk of :func:`unmapped_area`: VMA by VMA from ``low_limit``."""
-    length = length + align_mask + start_gap
-    low_limit = max(low_limit, mm.mmap_min_addr)
-    tree = mm.tree
-    while True:
-        if high_limit <= low_limit or high_limit - low_limit < length:
-            return -errno.ENOMEM
-        found = None
-        prev_end = low_limit
-        for v in tree.iter_from(low_limit):
-            if v.vm_start >= high_limit:
-                break
-            if v.vm_start > prev_end and v.vm_start - prev_end >= length:
-                found = prev_end
-                break
-            prev_end = max(prev_end, v.vm_end)
-        if found is None and min(high_limit, TASK_SIZE) - prev_end >= length:
-            found = prev_end
-        if found is None:
             return -errno.ENOMEM
         gap = found + start_gap
         gap += (align_offset - gap) & align_mask
