@@ -129,10 +129,8 @@ def could_merge(a: VMA, b: VMA) -> bool:
 
 def vma_set_start(mm: MmStruct, v: VMA, start: int, pgoff: int) -> None:
     """Move the start (and pgoff) of a VMA in the tree (vma_set_range() on a linked VMA)."""
-    old = v.vm_start
-    v.vm_start = start
     v.vm_pgoff = pgoff
-    mm.tree.rekey(v, old)
+    mm.tree.set_start(v, start)
 
 
 def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
@@ -156,16 +154,14 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         mm.locks.vma_start_write(prev)  # vma_expand(): the target, and a next it removes
         if right and nxt is not None and can_merge_remove_vma(nxt):
             mm.locks.vma_start_write(nxt)
-            prev.vm_end = nxt.vm_end
-            mm.tree.end_changed(prev)
+            mm.tree.set_end(prev, nxt.vm_end)
             sticky |= nxt.vm_flags & C.VM_STICKY
             if prev.anon_vma is None and nxt.anon_vma is not None:
                 prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
             mm.tree.erase(nxt)
             mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
-            prev.vm_end = vmg.end
-            mm.tree.end_changed(prev)
+            mm.tree.set_end(prev, vmg.end)
             mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
         prev.vm_flags |= sticky
         if prev.anon_vma is None and anon_vma is not None:
@@ -230,15 +226,13 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
             assert nxt is not None
             if prev.anon_vma is None and nxt.anon_vma is not None:
                 prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
-            prev.vm_end = nxt.vm_end
-            mm.tree.end_changed(prev)
+            mm.tree.set_end(prev, nxt.vm_end)
             sticky |= nxt.vm_flags & C.VM_STICKY
             mm.tree.erase(mid)
             mm.tree.erase(nxt)
             mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
-            prev.vm_end = end
-            mm.tree.end_changed(prev)
+            mm.tree.set_end(prev, end)
             if delete_mid:
                 mm.tree.erase(mid)
             else:
@@ -252,8 +246,7 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
     if delete_mid:
         mm.tree.erase(mid)
     else:
-        mid.vm_end = start
-        mm.tree.end_changed(mid)
+        mm.tree.set_end(mid, start)
     vma_set_start(mm, nxt, start, vmg.pgoff)
     nxt.vm_flags |= sticky
     mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
@@ -292,8 +285,7 @@ def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: b
     else:
         new.vm_start = addr
         new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
-        vma.vm_end = addr
-        mm.tree.end_changed(vma)
+        mm.tree.set_end(vma, addr)
     vma_dup_references(mm, new)  # ->open(new) runs before either VMA is write-locked
     mm.locks.vma_start_write(vma)
     mm.locks.vma_start_write(new)

@@ -1,4 +1,4 @@
-"""The O(sqrt n) gap search of get_unmapped_area against the reference VMA-by-VMA walk.
+"""The O(log n) gap search of get_unmapped_area against the reference VMA-by-VMA walk.
 
 Random layouts (with VM_GROWSDOWN VMAs, whose stack guard gap makes the search retry), alignment masks
 and offsets, limits and lengths that exactly fit a gap; the tree uses tiny sublists so that the gap
@@ -142,8 +142,12 @@ def _mutate(mm: MM, ops: list[tuple[int, int]]) -> None:
             new = v.vm_start + P + (pick // 7 % max(1, (hi - v.vm_start) // P)) * P
             v.vm_end = min(new, hi)
             tree.end_changed(v)
-        else:  # toggle VM_GROWSDOWN in place: the search must not depend on summaries of it
+        elif kind == 3:  # toggle VM_GROWSDOWN in place: the search must not depend on summaries of it
             v.vm_flags ^= C.VM_GROWSDOWN
+        elif kind == 4:  # the same start moves through the tree's API (exact summary upkeep)
+            tree.set_start(v, lo + (pick // 7 % max(1, (v.vm_end - lo) // P)) * P)
+        else:
+            tree.set_end(v, min(v.vm_start + P + (pick // 7 % max(1, (hi - v.vm_start) // P)) * P, hi))
         assert not tree.check_gaps()
 
 
@@ -152,7 +156,7 @@ masks = st.sampled_from([0, P * 15, P * 255, (C.PMD_SIZE - P)])
 
 @settings(max_examples=400, deadline=None)
 @given(layout=layouts, load=st.sampled_from([4, 8, 1000]), data=st.data(),
-       ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10**6)), max_size=8),
+       ops=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**6)), max_size=8),
        mask=masks, start_gap=st.sampled_from([0, P]))
 def test_gap_search_matches_linear_walk(layout: list[tuple[int, int, bool]], load: int, data: st.DataObject,
                                         ops: list[tuple[int, int]], mask: int, start_gap: int) -> None:
@@ -199,13 +203,19 @@ def test_summaries_follow_splits_and_merges_of_sublists() -> None:
 
 
 def test_validate_mm_sees_a_vm_end_changed_behind_the_trees_back() -> None:
+    """Gaps of two pages everywhere but below the lowest VMA; a vm_end lowered without telling the tree
+    makes one gap three pages, above the known maximum of its sublist: check_gaps() (and validate_mm)
+    report the stale summary."""
     mm = MM()
-    a = mm.mmap(0, 4 * P, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
-    mm.mmap(a + 8 * P, 4 * P, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
-    mm.mmap(a + 20 * P, 4 * P, C.PROT_READ, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
-    mm.validate()
-    assert mm.tree._sub_gap(0) == 8 * P  # computes the summary
-    v = mm.tree.lookup(a + 8 * P)
+    mm.tree = VmaTree(load=4)
+    for i in range(40):
+        mm.tree.insert(VMA(BASE + 4 * i * P, BASE + (4 * i + 2) * P, C.VM_READ, 0))
+    assert mm.tree.max_gap() == BASE  # computes every summary: the gap below the lowest VMA
+    assert not mm.tree.check_gaps()
+    v = mm.tree.lookup(BASE + 80 * P)
     assert v is not None
-    v.vm_end += P  # not reported with end_changed()
-    assert mm.tree.check_gaps()
+    v.vm_end -= P  # not reported with set_end() / end_changed()
+    assert any("stale gap summary" in p for p in mm.tree.check_gaps())
+    mm.tree.end_changed(v)  # reported: the summary is recomputed at the next search
+    assert not mm.tree.check_gaps()
+    assert mm.tree.gap_up(BASE, 3 * P, TASK_SIZE) == (BASE + 84 * P, BASE + 81 * P)
