@@ -15,6 +15,35 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+
+# --- which build of vmalab the suite tests --------------------------------------------------------------
+def _select_build() -> str:
+    """``VMALAB_BUILD=mypyc``: build (or reuse) the compiled build with tools/build_mypyc.py and put it first
+    on sys.path, and on the PYTHONPATH of the processes the tests start (``python -m vmalab ...``), before
+    anything imports vmalab.  Unset, empty or ``pure``: the source package."""
+    build = os.environ.get("VMALAB_BUILD", "").strip().lower() or "pure"
+    if build == "pure":
+        return build
+    if build != "mypyc":
+        raise pytest.UsageError(f"VMALAB_BUILD={build!r}: expected mypyc or pure")
+    if "vmalab" in sys.modules:
+        raise pytest.UsageError("VMALAB_BUILD=mypyc: vmalab was imported before tests/conftest.py could select "
+                                "the compiled build")
+    import subprocess
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_mypyc.py")], stdout=subprocess.PIPE,
+                          text=True)
+    if proc.returncode:
+        raise pytest.UsageError("VMALAB_BUILD=mypyc: tools/build_mypyc.py failed")
+    path = proc.stdout.strip().splitlines()[-1]
+    sys.path.insert(0, path)
+    os.environ["PYTHONPATH"] = os.pathsep.join([path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return build
+
+
+#: the build under test: ``pure`` (src/vmalab) or ``mypyc`` (build/mypyc)
+BUILD = _select_build()
 SCENARIO_DIR = os.path.join(HERE, "scenarios")
 KNOWN_DIVERGENCES_DIR = os.path.join(HERE, "known_divergences")
 
@@ -129,6 +158,20 @@ def in_ci() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "live: a check of a recording against the live kernel")
+    config.addinivalue_line("markers", "pure_only(reason): a test that cannot run on the compiled build by "
+                            "nature (skipped with VMALAB_BUILD=mypyc)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import vmalab
+
+    return f"vmalab build: {BUILD} ({os.path.dirname(vmalab.__file__)})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("pure_only")
+    if marker is not None and BUILD != "pure":
+        pytest.skip(f"pure Python only: {marker.kwargs.get('reason') or (marker.args or [''])[0]}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

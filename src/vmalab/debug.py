@@ -9,12 +9,14 @@ states: adjacent VMAs Linux could have merged but has not.
 from __future__ import annotations
 
 from . import constants as C
+from ._mypyc import mypyc_attr
 from .constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCOUNT, VM_LOCKED, VM_MAYSHARE, VM_SHARED
 from .mm_types import VMA, MmStruct
 from .pagetable import ANON, GUARD
 from .vma import could_merge
 
 
+@mypyc_attr(native_class=False)
 class ValidationError(AssertionError):
     """``validate_mm()`` found a broken invariant."""
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from ._mypyc import mypyc_attr
+
 
 class LockObserver(Protocol):
     """Told about every acquisition (``vmalab.lockcheck.LockChecker``, in the spirit of lockdep)."""
@@ -31,6 +33,7 @@ class _Vma(Protocol):
     vm_start: int
 
 
+@mypyc_attr(native_class=False)
 class LockError(RuntimeError):
     """A lock was used the way the kernel would WARN or deadlock on (double unlock, recursion).
     ``callback`` names the driver callback it happened in (set by the lock checker), if any."""
@@ -38,6 +41,7 @@ class LockError(RuntimeError):
     callback: str = ""
 
 
+@mypyc_attr(native_class=False)
 class SelfDeadlock(LockError):
     """A driver callback took a lock its caller (the core) already holds in that context: the task would
     wait for itself forever."""

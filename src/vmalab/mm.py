@@ -23,7 +23,8 @@ from .debug import ValidationError, validate_mm
 from .faults import Fault, touch
 from .files import File, FileOperations, Inode
 from .fork import exit_files, exit_mmap, fork
-from .madvise import process_madvise, sys_set_vma_anon_name
+from .madvise import process_madvise
+from .madvise import sys_set_vma_anon_name as _set_vma_anon_name
 from .mincore import mincore_vma
 from .mm_types import VMA, MmStruct
 from .procfs import import_maps, pss_bytes, rss_pages
@@ -130,7 +131,9 @@ class MM(MmStruct):
     sys_msync = _raw("msync")
     sys_mincore = _raw("mincore")
     sys_brk = _raw("brk")
-    sys_set_vma_anon_name = sys_set_vma_anon_name
+
+    def sys_set_vma_anon_name(self, start: int, length: int, name: str | None) -> int:
+        return _set_vma_anon_name(self, start, length, name)  # a method (a compiled function does not bind)
 
     def syscall(self, name: str, *args: SupportsIndex) -> int:
         """Raw syscall interface for emulators: ``name`` is a row of :data:`vmalab.syscalls.SYSCALLS` or a

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import constants as C
+from ._mypyc import mypyc_attr
 from .constants import PAGE_SHIFT, STACK_GUARD_GAP, VM_GROWSDOWN, VM_LOCKED, VM_SHARED, VM_WRITE
 from .layout import TASK_UNMAPPED_BASE, mmap_base
 from .locking import LockState
@@ -121,6 +122,7 @@ def is_data_mapping(flags: int) -> bool:
     return (flags & (VM_WRITE | VM_SHARED | VM_STACK)) == VM_WRITE
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # vmalab.mm.MM
 class MmStruct:
     """Models ``struct mm_struct`` of one x86-64 process: the VMA tree, the page table, the counters,
     the limits, the descriptor table the model's syscalls take fds from, and the :class:`Probe` tools

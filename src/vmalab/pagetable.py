@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sortedcontainers import SortedDict
 
+from ._mypyc import mypyc_attr
+
 ANON = "anon"
 FILE = "file"
 ZERO = "zero"
@@ -50,6 +52,7 @@ class Page:
         return f"Page({self.kind}, mapcount={self.mapcount})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # vmalab.execute._BoundedPageTable
 class PageTable:
     """Models the mm's page tables: virtual page number -> mapped :class:`Page`.
 

@@ -32,6 +32,9 @@ CI_CASES = 2000
 # Op kinds left out of the CI run's generator, each with the divergence it would show (none at the moment).
 CI_EXCLUDE: tuple[str, ...] = ()
 CI_CONFIG = FuzzConfig(ops=12, exclude=CI_EXCLUDE)
+#: the tests that plant a wrong model by monkeypatching a function of vmalab.vma
+WRONG_MODEL = pytest.mark.pure_only(reason="plants a wrong model by monkeypatching a vmalab.vma function, which "
+                                    "compiled callers bind at compile time")
 
 
 def _describe(outcomes: list[fuzz.CaseOutcome]) -> str:
@@ -61,6 +64,7 @@ def _never_merge(*args: Any, **kwargs: Any) -> None:  # noqa: ARG001
 
 
 @needs_linux
+@WRONG_MODEL
 def test_wrong_model_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model whose vma_merge_new_range() never merges is caught within a few cases, and the case is
     shrunk to a handful of ops that still diverge."""
@@ -83,6 +87,7 @@ def test_wrong_model_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @needs_linux
+@WRONG_MODEL
 def test_wrong_anon_vma_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model whose is_mergeable_anon_vma() ignores the anon_vma merges what the kernel keeps apart."""
     monkeypatch.setattr(vma_mod, "is_mergeable_anon_vma", lambda tgt, src, src_anon: True)
@@ -192,6 +197,7 @@ def test_cli_fuzz(tmp_path: Any) -> None:
 
 
 @needs_linux
+@WRONG_MODEL
 def test_cli_fuzz_writes_shrunk_failures(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 

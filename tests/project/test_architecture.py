@@ -20,7 +20,7 @@ SRC = Path(ROOT) / "src" / "vmalab"
 
 #: layers, lowest first (docs/architecture.md explains them)
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"constants", "pagetable", "locking", "probe", "resources", "vma_tree", "layout"}),
+    ("base", {"constants", "pagetable", "locking", "probe", "resources", "vma_tree", "layout", "_mypyc"}),
     ("files", {"files"}),
     ("state", {"mm_types"}),
     ("vma algebra", {"vma", "fdtable"}),

@@ -13,7 +13,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_clean() -> None:
-    r = _run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples")
+    r = _run(sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks", "examples", "tools")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
