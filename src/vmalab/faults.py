@@ -69,7 +69,7 @@ def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int |
     if write:
         page.write(off, value & 0xFF)
         return None
-    return page.read(off)
+    return page.data.get(off, 0)  # Page.read()
 
 
 def expand_downwards(mm: MmStruct, vma: VMA, addr: int) -> int:
@@ -142,7 +142,7 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
     pte = mm.pt.get(vpn)
     if pte is not None and pte.kind == GUARD:
         return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
-    if vma.is_anonymous() and not (vma.vm_flags & VM_SHARED):
+    if vma.vm_ops is None and not (vma.vm_flags & VM_SHARED):  # vma_is_anonymous(), private
         if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
             return None
         if not write:

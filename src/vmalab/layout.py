@@ -70,7 +70,7 @@ def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit:
     """Models mm/vma.c: unmapped_area_topdown(): the highest fitting gap below ``high_limit``; returns
     the address or ``-ENOMEM``.
 
-    O(sqrt n): the tree's gap summaries (:meth:`VmaTree.gap_down`) skip runs of VMAs without a fitting
+    O(log n): the tree's gap summaries (:meth:`VmaTree.gap_down`) skip runs of VMAs without a fitting
     gap, as the maple tree's gap maxima do.  It must return what the VMA-by-VMA walk it replaced returns:
     that walk is the reference of tests/model/test_layout_gap_search.py."""
     want = length
@@ -112,7 +112,7 @@ def unmapped_area_topdown(mm: MmStruct, length: int, low_limit: int, high_limit:
 
 def unmapped_area(mm: MmStruct, length: int, low_limit: int, high_limit: int, align_mask: int = 0,
                   align_offset: int = 0, start_gap: int = 0) -> int:
-    """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``.  O(sqrt n) with
+    """Models mm/vma.c: unmapped_area(): the lowest fitting gap above ``low_limit``.  O(log n) with
     :meth:`VmaTree.gap_up`; the linear walk is the reference in the tests."""
     length = length + align_mask + start_gap
     need = max(length, 1)

@@ -122,6 +122,25 @@ class LockState:
         """mmap_write_lock() ... mmap_write_unlock(); dropping the mmap lock also drops VMA write locks."""
         return MmapLockHold(self, True)
 
+    def mmap_write_lock(self) -> str | None:
+        """mmap_write_lock() for the hot syscalls (``outer = locks.mmap_write_lock(); try: ... finally:
+        locks.mmap_write_unlock(outer)``): the same as a :meth:`mmap_write` hold, without a context
+        manager object.  Returns the outer mode, to be handed back to :meth:`mmap_write_unlock`."""
+        outer = self.mmap_lock
+        if outer is None and self.observer is not None:
+            self.observer.acquire("mmap_lock")
+        self.mmap_lock = "write"
+        return outer
+
+    def mmap_write_unlock(self, outer: str | None) -> None:
+        """mmap_write_unlock() of a :meth:`mmap_write_lock` hold."""
+        self.mmap_lock = outer
+        if outer is None:
+            if self.vma_locks:
+                self.vma_locks.clear()
+            while self.deferred:
+                self.deferred.pop(0)()
+
     def mmap_read(self) -> MmapLockHold:
         """mmap_read_lock() ... mmap_read_unlock() (a no-op under an outer write hold)."""
         return MmapLockHold(self, False)

@@ -107,6 +107,12 @@ class VMA:
                 f"[{C.vmflags_str(self.vm_flags)}]{f}{a})")
 
 
+_EXEC_MASK = C.VM_EXEC | VM_WRITE | VM_STACK
+_DATA_MASK = VM_WRITE | VM_SHARED | VM_STACK
+_RLIMIT_AS, _RLIMIT_DATA = C.RLIMIT_NAMES["RLIMIT_AS"], C.RLIMIT_NAMES["RLIMIT_DATA"]
+_NO_LIMIT = (C.RLIM_INFINITY, C.RLIM_INFINITY)
+
+
 def is_exec_mapping(flags: int) -> bool:
     """include/linux/mm.h (mm/internal.h): is_exec_mapping()."""
     return (flags & (C.VM_EXEC | VM_WRITE | VM_STACK)) == C.VM_EXEC
@@ -323,19 +329,21 @@ class MmStruct:
     def vm_stat_account(self, flags: int, npages: int) -> None:
         """Models mm/mmap.c: vm_stat_account()."""
         self.total_vm += npages
-        if is_exec_mapping(flags):
+        if flags & _EXEC_MASK == C.VM_EXEC:  # is_exec_mapping(), is_stack_mapping(), is_data_mapping()
             self.exec_vm += npages
-        elif is_stack_mapping(flags):
+        elif flags & VM_STACK == VM_STACK:
             self.stack_vm += npages
-        elif is_data_mapping(flags):
+        elif flags & _DATA_MASK == VM_WRITE:
             self.data_vm += npages
 
     def may_expand_vm(self, flags: int, npages: int) -> bool:
         """Models mm/mmap.c: may_expand_vm() (RLIMIT_AS, and RLIMIT_DATA for data mappings)."""
-        if self.total_vm + npages > self.rlimit("RLIMIT_AS") >> PAGE_SHIFT:
+        limits = self.rlimits
+        if self.total_vm + npages > limits.get(_RLIMIT_AS, _NO_LIMIT)[0] >> PAGE_SHIFT:
             return False
-        if is_data_mapping(flags) and self.data_vm + npages > self.rlimit("RLIMIT_DATA") >> PAGE_SHIFT:
-            return False
+        if flags & _DATA_MASK == VM_WRITE:  # is_data_mapping()
+            if self.data_vm + npages > limits.get(_RLIMIT_DATA, _NO_LIMIT)[0] >> PAGE_SHIFT:
+                return False
         return True
 
     def vm_enough_memory(self, pages: int) -> bool:

@@ -91,8 +91,12 @@ def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: in
         if e:
             return e
         populate: list[int] = []
-        with mm.locks.mmap_write():
+        locks = mm.locks
+        outer = locks.mmap_write_lock()
+        try:
             ret = do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
+        finally:
+            locks.mmap_write_unlock(outer)
         if populate:
             with mm.locks.mmap_read():
                 mm_populate(mm, ret, populate[0])
@@ -261,7 +265,8 @@ def mmap_region(mm: MmStruct, file: File | None, addr: int, length: int, vm_flag
         if e:
             return e
     if allocated:
-        mm.probe.trace("mmap", "established", start=addr, end=map.end)
+        if mm.probe.tracing:
+            mm.probe.trace("mmap", "established", start=addr, end=map.end)
     return addr
 
 
@@ -270,14 +275,14 @@ def __mmap_setup(mm: MmStruct, map: MmapState) -> int:
     charge an accountable mapping (the replaced VMAs' charge is inherited, not released) and tear the
     old range down (vms_clean_up_area()).  Errors return before anything was torn down."""
     vms = map.vms
-    first = mm.tree.find_intersection(map.addr, map.end)
+    first, prev, nxt = mm.tree.around(map.addr, map.end)  # vma_find(), else vma_prev() / vma_next()
     if first is not None:
         e = vms_gather_munmap_vmas(mm, vms, first)
         if e:
             return e
         map.prev, map.next = vms.prev, vms.next
     else:
-        map.prev, map.next = mm.tree.prev(map.addr), mm.tree.next(map.addr)
+        map.prev, map.next = prev, nxt
     if not mm.may_expand_vm(map.vm_flags, map.pglen - vms.nr_pages):
         return -errno.ENOMEM
     huge = map.file is not None and map.file.f_op.huge_page_size  # hugetlb is never accountable
@@ -369,7 +374,8 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
         shmem_zero_setup(mm, vma)
     mm.tree.insert(vma)
     mm.locks.vma_start_write(vma)
-    mm.probe.trace("mmap", "new vma", start=addr, end=end)
+    if mm.probe.tracing:
+        mm.probe.trace("mmap", "new vma", start=addr, end=end)
     action = map.action
     if (action is not None and action.hide_from_rmap_until_complete and vma.vm_file is not None
             and mm.profile.has_rmap_hide):
@@ -431,12 +437,16 @@ def _refused(map: MmapState, e: int) -> int:
 # munmap
 def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
     """Models mm/mmap.c: SYSCALL_DEFINE2(munmap) -> __vm_munmap() -> do_vmi_munmap()."""
-    with mm.locks.mmap_write():
+    locks = mm.locks
+    outer = locks.mmap_write_lock()
+    try:
         start = addr & ULONG_MASK
         length &= ULONG_MASK
         if start & (PAGE_SIZE - 1) or start > TASK_SIZE or length > TASK_SIZE - start:
             return -errno.EINVAL
-        end = start + C.page_align(length)
+        end = (start + length + PAGE_SIZE - 1) & C.PAGE_MASK  # PAGE_ALIGN(len), past TASK_SIZE no wrap
         if end == start:
             return -errno.EINVAL
         return do_vmi_munmap(mm, start, end)
+    finally:
+        locks.mmap_write_unlock(outer)

@@ -20,8 +20,12 @@ from .vma_tree import VmaIterator
 
 def sys_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
     """Models mm/mprotect.c: SYSCALL_DEFINE3(mprotect) -> do_mprotect_pkey()."""
-    with mm.locks.mmap_write():
+    locks = mm.locks
+    outer = locks.mmap_write_lock()
+    try:
         return do_mprotect_pkey(mm, start, length, prot)
+    finally:
+        locks.mmap_write_unlock(outer)
 
 
 def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:

@@ -7,8 +7,6 @@ page, and how many PTEs map each page (for PSS, which smaps' ``Locked:`` is comp
 
 from __future__ import annotations
 
-from sortedcontainers import SortedDict
-
 from ._mypyc import mypyc_attr
 
 ANON = "anon"
@@ -56,36 +54,51 @@ class Page:
 class PageTable:
     """Models the mm's page tables: virtual page number -> mapped :class:`Page`.
 
-    Ordered (``SortedDict``) so that a range can be zapped or counted in O(log n + k).
+    Two levels, like the hardware's last two: ``_dir`` maps a 2 MiB region (``vpn >> 9``, one PTE table)
+    to a dict of its present PTEs, so a lookup, an insert and a removal are O(1), and a range is visited
+    region by region (or, for a range wider than the populated regions, over those regions only).
+    ``tables`` is separate: the regions whose PTE table exists, which may have no PTE left (a table
+    outlives its PTEs until free_pgtables() or PT_RECLAIM frees it).
     """
 
-    __slots__ = ("_ptes", "rss", "hiwater_rss", "tables")
+    __slots__ = ("_dir", "_count", "rss", "hiwater_rss", "tables")
 
     def __init__(self) -> None:
-        self._ptes: SortedDict = SortedDict()
+        self._dir: dict[int, dict[int, Page]] = {}
+        self._count = 0
         self.rss = 0  # PTEs counted in Rss (get_mm_rss(): not the zero page, guard markers or raw PFNs)
         self.hiwater_rss = 0  # update_hiwater_rss(): the peak of rss, raised before every zap lowers it
-        # the 2 MiB regions (vpn >> 9) that have a PTE table (pmd_none() is false); a table outlives its
-        # PTEs until free_pgtables() or PT_RECLAIM frees it
+        # the 2 MiB regions (vpn >> 9) that have a PTE table (pmd_none() is false)
         self.tables: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._ptes)
+        return self._count
 
     def get(self, vpn: int) -> Page | None:
-        return self._ptes.get(vpn)
+        t = self._dir.get(vpn >> PTE_SHIFT)
+        return None if t is None else t.get(vpn)
 
     def set(self, vpn: int, page: Page) -> None:
-        old = self._ptes.get(vpn)
-        if old is page:
-            return
+        ti = vpn >> PTE_SHIFT
+        t = self._dir.get(ti)
+        if t is None:
+            t = self._dir[ti] = {}
+            self.tables.add(ti)
+            old = None
+        else:
+            old = t.get(vpn)
+            if old is page:
+                return
         if old is not None:
             old.mapcount -= 1
             self.rss -= old.kind not in NOT_IN_RSS
+        else:
+            self._count += 1
+            if ti not in self.tables:
+                self.tables.add(ti)
         page.mapcount += 1
         self.rss += page.kind not in NOT_IN_RSS
-        self._ptes[vpn] = page
-        self.tables.add(vpn >> PTE_SHIFT)
+        t[vpn] = page
 
     def has_table(self, vpn: int) -> bool:
         """Whether the 2 MiB region of ``vpn`` has a PTE table (its PMD entry is not none)."""
@@ -95,48 +108,81 @@ class PageTable:
         """Models mm/pt_reclaim.c (CONFIG_PT_RECLAIM) as zap_pte_range() uses it for a zap with
         ``reclaim_pt`` (MADV_DONTNEED): the table of each 2 MiB region the range covers whole goes when no
         entry is left in it (a guard marker keeps it)."""
-        for t in range((start_vpn + PTRS_PER_PTE - 1) >> PTE_SHIFT, end_vpn >> PTE_SHIFT):
-            if t in self.tables and not self.items(t << PTE_SHIFT, (t + 1) << PTE_SHIFT):
+        lo, hi = (start_vpn + PTRS_PER_PTE - 1) >> PTE_SHIFT, end_vpn >> PTE_SHIFT
+        for t in (range(lo, hi) if hi - lo <= len(self.tables) else sorted(self.tables)):
+            if lo <= t < hi and t in self.tables and not self._dir.get(t):
                 self.tables.discard(t)
 
+    def _regions(self, start_vpn: int, end_vpn: int) -> list[int]:
+        """The populated regions that ``[start_vpn, end_vpn)`` touches, in order."""
+        lo, hi = start_vpn >> PTE_SHIFT, (end_vpn - 1) >> PTE_SHIFT
+        d = self._dir
+        if hi - lo < len(d):
+            return [t for t in range(lo, hi + 1) if t in d]
+        return sorted(t for t in d if lo <= t <= hi)
+
     def items(self, start_vpn: int, end_vpn: int) -> list[tuple[int, Page]]:
-        """The PTEs in ``[start_vpn, end_vpn)``."""
-        d = self._ptes
-        return [(k, d[k]) for k in d.irange(start_vpn, end_vpn, inclusive=(True, False))]
+        """The PTEs in ``[start_vpn, end_vpn)``, in address order."""
+        out: list[tuple[int, Page]] = []
+        if end_vpn <= start_vpn:
+            return out
+        d = self._dir
+        for ti in self._regions(start_vpn, end_vpn):
+            t = d[ti]
+            base = ti << PTE_SHIFT
+            if base >= start_vpn and base + PTRS_PER_PTE <= end_vpn:
+                out.extend(sorted(t.items()))
+            else:
+                out.extend(sorted((k, p) for k, p in t.items() if start_vpn <= k < end_vpn))
+        return out
 
     def zap(self, start_vpn: int, end_vpn: int) -> int:
         """zap_page_range_single(): unmap every PTE in the range; returns how many were present."""
-        d = self._ptes
-        keys = list(d.irange(start_vpn, end_vpn, inclusive=(True, False)))
+        if not self._count or end_vpn <= start_vpn:
+            return 0
+        if end_vpn - start_vpn == 1:  # the common single page: no range walk
+            t = self._dir.get(start_vpn >> PTE_SHIFT)
+            if t is None or start_vpn not in t:
+                return 0
+        keys = [k for k, _p in self.items(start_vpn, end_vpn)]
         self._unmap(keys)
         return len(keys)
 
     def _unmap(self, keys: list[int]) -> None:
         """Drop the PTEs ``keys``, raising the Rss high-water mark first (update_hiwater_rss())."""
-        d = self._ptes
+        d = self._dir
         if self.rss > self.hiwater_rss:
             self.hiwater_rss = self.rss
         for k in keys:
-            p = d.pop(k)
+            ti = k >> PTE_SHIFT
+            t = d[ti]
+            p = t.pop(k)
+            if not t:
+                del d[ti]  # no PTE left: the table itself stays in ``tables``
             p.mapcount -= 1
             self.rss -= p.kind not in NOT_IN_RSS
+        self._count -= len(keys)
 
     def zap_except_guards(self, start_vpn: int, end_vpn: int) -> int:
         """zap_page_range_single() as madvise (DONTNEED ...) and truncate_pagecache() use it: unmap every
         PTE in the range except guard markers (kind :data:`GUARD`), which stay; returns how many PTEs were
         unmapped (guard markers not counted)."""
-        d = self._ptes
-        keys = [k for k in d.irange(start_vpn, end_vpn, inclusive=(True, False)) if d[k].kind != GUARD]
+        keys = [k for k, p in self.items(start_vpn, end_vpn) if p.kind != GUARD]
         self._unmap(keys)
         return len(keys)
 
     def move(self, src_vpn: int, dst_vpn: int, npages: int) -> None:
         """move_page_tables(): move the PTEs of a range to another virtual range."""
-        moved = [(k - src_vpn + dst_vpn, p) for k, p in self.items(src_vpn, src_vpn + npages)]
-        for k, _p in self.items(src_vpn, src_vpn + npages):
-            del self._ptes[k]
+        moved = self.items(src_vpn, src_vpn + npages)
+        d = self._dir
+        for k, _p in moved:
+            ptes = d[k >> PTE_SHIFT]
+            del ptes[k]
+            if not ptes:
+                del d[k >> PTE_SHIFT]
         for k, p in moved:
-            self._ptes[k] = p
+            nk = k - src_vpn + dst_vpn
+            d.setdefault(nk >> PTE_SHIFT, {})[nk] = p
         # each part of the source whose region has a table gets one at the destination; a whole, aligned
         # 2 MiB region moves its table itself (move_normal_pmd())
         end = src_vpn + npages
@@ -148,4 +194,4 @@ class PageTable:
             self.tables.update(range(d_lo >> PTE_SHIFT, ((hi - 1 - src_vpn + dst_vpn) >> PTE_SHIFT) + 1))
 
     def all_items(self) -> list[tuple[int, Page]]:
-        return list(self._ptes.items())
+        return sorted(kv for t in self._dir.values() for kv in t.items())

@@ -77,8 +77,10 @@ class Probe:
 
     def inject(self, point: str) -> int:
         """A fallible point of the modelled paths: returns -errno when the fault plan fails this hit."""
-        n = self.fail_hits.get(point, 0) + 1
-        self.fail_hits[point] = n
+        hits = self.fail_hits
+        n = hits[point] = hits.get(point, 0) + 1
+        if not self.fail_plan:
+            return 0
         plan = self.fail_plan.get(point)
         if plan is not None and plan[0] == n:
             self.trace("fault", f"injected failure at {point} (hit {n})", errno=ERRNO_NAMES.get(-plan[1]))

@@ -159,10 +159,12 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
             if prev.anon_vma is None and nxt.anon_vma is not None:
                 prev.anon_vma, prev.avc_len = nxt.anon_vma, nxt.avc_len
             mm.tree.erase(nxt)
-            mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
+            if mm.probe.tracing:
+                mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
             mm.tree.set_end(prev, vmg.end)
-            mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
+            if mm.probe.tracing:
+                mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
         prev.vm_flags |= sticky
         if prev.anon_vma is None and anon_vma is not None:
             prev.anon_vma, prev.avc_len = anon_vma, 1
@@ -174,7 +176,8 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         nxt.vm_flags |= vmg.vm_flags & C.VM_STICKY
         if nxt.anon_vma is None and anon_vma is not None:
             nxt.anon_vma, nxt.avc_len = anon_vma, 1
-        mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
+        if mm.probe.tracing:
+            mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
         return nxt
     return None
 
@@ -230,14 +233,16 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
             sticky |= nxt.vm_flags & C.VM_STICKY
             mm.tree.erase(mid)
             mm.tree.erase(nxt)
-            mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
+            if mm.probe.tracing:
+                mm.probe.trace(op, "merged with prev and next", start=prev.vm_start, end=prev.vm_end)
         else:
             mm.tree.set_end(prev, end)
             if delete_mid:
                 mm.tree.erase(mid)
             else:
                 vma_set_start(mm, mid, end, mid.vm_pgoff + ((end - mid.vm_start) >> PAGE_SHIFT))
-            mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
+            if mm.probe.tracing:
+                mm.probe.trace(op, "merged with prev", start=prev.vm_start, end=prev.vm_end)
         prev.vm_flags |= sticky
         return prev
     assert nxt is not None
@@ -249,7 +254,8 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
         mm.tree.set_end(mid, start)
     vma_set_start(mm, nxt, start, vmg.pgoff)
     nxt.vm_flags |= sticky
-    mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
+    if mm.probe.tracing:
+        mm.probe.trace(op, "merged with next", start=nxt.vm_start, end=nxt.vm_end)
     return nxt
 
 
@@ -290,7 +296,8 @@ def split_vma(mm: MmStruct, vma: VMA, addr: int, new_below: bool, check_count: b
     mm.locks.vma_start_write(vma)
     mm.locks.vma_start_write(new)
     mm.tree.insert(new)
-    mm.probe.trace("split", "split", addr=addr)
+    if mm.probe.tracing:
+        mm.probe.trace("split", "split", addr=addr)
     return 0
 
 
@@ -336,7 +343,8 @@ def copy_vma(mm: MmStruct, vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
     vma_dup_references(mm, new)
     mm.locks.vma_start_write(new)  # vma_link()
     mm.tree.insert(new)
-    mm.probe.trace("mremap", "new vma", start=addr, end=end)
+    if mm.probe.tracing:
+        mm.probe.trace("mremap", "new vma", start=addr, end=end)
     return new
 
 
@@ -469,5 +477,6 @@ def do_vmi_munmap(mm: MmStruct, start: int, end: int) -> int:
     if e:
         return e
     vms_complete_munmap_vmas(mm, vms)
-    mm.probe.trace("munmap", "unmapped", start=start, end=end)
+    if mm.probe.tracing:
+        mm.probe.trace("munmap", "unmapped", start=start, end=end)
     return 0
