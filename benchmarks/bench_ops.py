@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -53,6 +52,7 @@ from typing import Any
 import vmalab
 from vmalab import constants as C
 from vmalab.mm import MM
+from vmalab.oracle.cbuild import CBuildError, build_c_helper
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -350,42 +350,15 @@ def measure_compiled(sizes: list[int], k: int, pages: int, seed: int, repeats: i
 
 
 # --- the live kernel --------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    env = os.environ.get("VMALAB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "vmalab"
-
-
 def ensure_replayer() -> str:
-    """Compile replay.c if needed (cached by a hash of the source, compiler and flags); raises Unavailable."""
+    """Compile replay.c if needed (vmalab.oracle.cbuild: cached by a hash of the source, compiler and flags);
+    raises Unavailable."""
     if not sys.platform.startswith("linux"):
         raise Unavailable("the replayer needs Linux")
-    source = REPLAY_SOURCE.read_bytes()
-    cc = os.environ.get("CC", "cc")
-    digest = hashlib.sha256(b"\0".join([source, cc.encode(), *(f.encode() for f in CFLAGS)])).hexdigest()[:16]
-    cache = cache_dir()
-    target = cache / f"bench-replay-{digest}"
-    if target.exists() and os.access(target, os.X_OK):
-        return str(target)
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".bench-replay-{digest}-", dir=cache)
-        os.close(fd)
-    except OSError as e:
-        raise Unavailable(f"cannot write to {cache}: {e.strerror or e}") from None
-    try:
-        try:
-            proc = subprocess.run([cc, *CFLAGS, "-o", tmp, "-x", "c", "-"], input=source, capture_output=True,
-                                  timeout=300)
-        except (OSError, subprocess.SubprocessError) as e:
-            raise Unavailable(f"cannot run the C compiler {cc!r}: {e}") from None
-        if proc.returncode:
-            raise Unavailable(f"cannot compile replay.c: {last_line(proc.stderr.decode(errors='replace'))}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-        return str(target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return build_c_helper(REPLAY_SOURCE, "bench-replay", CFLAGS)[0]
+    except CBuildError as e:
+        raise Unavailable(str(e)) from None
 
 
 def map_count_needed(n: int) -> int:

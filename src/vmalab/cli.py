@@ -224,6 +224,13 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
     refuse_together(kernel=kernel, max_resident=max_resident is not None)
     refuse_together(kernel=kernel, max_iterations=max_iterations is not None)
     refuse_together(kernel=kernel, validate=validate is not None)
+    if _is_program_file(scenario):  # a recorded program (docs/real-programs.md)
+        _refuse_for_program(scenario, trace=trace, all_profiles=all_profiles, kernel_profile=profile,
+                            driver=driver_files, unprivileged=unprivileged, allow_hwpoison=allow_hwpoison,
+                            max_resident=max_resident is not None, max_iterations=max_iterations is not None,
+                            validate=validate is not None)
+        _program_run(scenario, kernel, as_json)
+        return
     scn = _load(scenario)
     if all_profiles:
         _run_all_profiles(scn, as_json, trace, scenario, limits)
@@ -336,6 +343,12 @@ def diff(scenario: str, as_json: bool, expected: str | None, unprivileged: bool,
     The model starts with the capabilities the live runner had (env.caps of its result: as an unprivileged
     user, none), so that both sides run with the same privileges."""
     refuse_together(expected=expected, allow_hwpoison=allow_hwpoison)
+    if _is_program_file(scenario):  # a recorded program: the recording is the kernel's side
+        _refuse_for_program(scenario, expected=expected, unprivileged=unprivileged, allow_hwpoison=allow_hwpoison,
+                            max_resident=max_resident is not None, max_iterations=max_iterations is not None,
+                            validate=validate is not None)
+        _program_diff(scenario, as_json)
+        return
     scn = _load(scenario)
     if expected:
         try:
@@ -457,17 +470,252 @@ def recording_path(scenario_path: str) -> str:
     return base + ".kernel.json"
 
 
+@main.command("record-program", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the ProgramTrace JSON here [default: stdout; the command's stdout then goes to stderr].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Seconds until the traced processes are killed and the recording fails.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def record_program(output: str | None, timeout: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND under ptrace with ASLR off and record every process's memory syscalls, fd table,
+    execs and maps (docs/real-programs.md): vmalab record-program -o ls.program.json -- ls /"""
+    from .oracle.record_program import RecordError
+    from .oracle.record_program import record_program as run_recorder
+    try:
+        trace = run_recorder(list(command), timeout=timeout, stdout_to_stderr=output is None)
+    except RecordError as e:
+        raise CliError(str(e)) from None
+    text = json.dumps(trace, indent=1) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise CliError(f"{output}: {e.strerror or e}") from None
+    nmem = sum(1 for p in trace["processes"] for ev in p["events"] if ev["call"] not in
+               ("openat", "open", "creat", "openat2", "close", "close_range", "dup", "dup2", "dup3", "fcntl_dupfd",
+                "memfd_create", "ftruncate", "execve", "execveat", "clone", "clone3", "fork", "vfork", "exit_group"))
+    echo(f"recorded {len(trace['processes'])} process(es), {nmem} memory calls"
+         + (f" -> {output}" if output else ""), err=True)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror or e}") from None
+
+
+@main.command()
+@click.argument("trace_file", metavar="LOG_OR_JSON", type=click.Path(dir_okay=False))
+@click.option("--maps", "maps_opts", multiple=True, metavar="[PATH=]FILE",
+              help="The maps right after execve (instead of the exec model): FILE for the first process, "
+                   "PATH=FILE for the execve of PATH (or its basename); repeatable.  FILE.smaps or a "
+                   "FILE ending in smaps gives the VmFlags too.")
+@click.option("--no-exec-model", is_flag=True, help="Never run the exec model (only given or recorded maps).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def replay(trace_file: str, maps_opts: tuple[str, ...], no_exec_model: bool, as_json: bool) -> None:
+    """Replay a program's trace on the model: an `strace -f -X raw -y` log or a ProgramTrace JSON
+    (`vmalab record-program`).  Prints the model's /proc/PID/maps of each process and the memory calls
+    whose model result differs from the traced one (and the final maps' differences when the trace has
+    them).  Exit status 1 when something diverges.  Recipe: setarch -R strace -f -X raw -y -o LOG CMD"""
+    from .programtrace import ProgramTraceError, loads
+    from .replay import replay as run_replay
+    from .strace import StraceParseError, looks_like_strace, parse_strace
+    text = _read_text(trace_file)
+    try:
+        trace = parse_strace(text) if looks_like_strace(text) else loads(text)
+    except (StraceParseError, ProgramTraceError) as e:
+        raise CliError(f"{trace_file}: {e}") from None
+    given: dict[str, str] = {}
+    given_smaps: dict[str, str] = {}
+    first: str | None = None
+    first_smaps: str | None = None
+    for opt in maps_opts:
+        key, sep, fname = opt.rpartition("=")
+        body = _read_text(fname)
+        smaps_text = body if "VmFlags:" in body else None
+        if smaps_text is None:
+            try:
+                with open(fname + ".smaps", encoding="utf-8") as f:
+                    smaps_text = f.read()
+            except OSError:
+                pass
+        if smaps_text is body:  # an smaps file: its header lines are the maps
+            body = "\n".join(line for line in body.splitlines() if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line))
+        if sep:
+            given[key] = body
+            if smaps_text:
+                given_smaps[key] = smaps_text
+        else:
+            first, first_smaps = body, smaps_text
+    initial: str | dict[str, str] | None = given or first
+    initial_smaps: str | dict[str, str] | None = given_smaps or first_smaps
+    if given and first is not None:
+        raise CliError("--maps FILE and --maps PATH=FILE cannot be combined")
+    result = run_replay(trace, initial_maps=initial, initial_smaps=initial_smaps,
+                        exec_model=False if no_exec_model else None)
+    _print_replay(result, as_json)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_replay(result: Any, as_json: bool) -> None:
+    """Print a :class:`vmalab.replay.ReplayResult` as ``vmalab replay`` does (or as JSON)."""
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+        return
+    for p in result.processes:
+        echo(f"== pid {p.pid}: {p.start}; {p.memory_calls} memory calls, "
+             f"{len(p.divergences)} divergent" + ("" if p.replayed else " (not replayed)"))
+        for note in p.notes:
+            echo(f"   note: {note}")
+        if p.replayed:
+            echo(p.maps, nl=False)
+        for d in p.divergences:
+            echo(f"DIVERGES: {d.describe()}")
+        if p.maps_differences is not None:
+            echo("final maps: " + ("equal to the traced ones" if not p.maps_differences else
+                                   f"{len(p.maps_differences)} difference(s)"))
+            for diff in p.maps_differences:
+                echo(f"MAPS DIFFER: {diff}")
+    for note in result.notes:
+        echo(f"note: {note}")
+    n = len(result.divergences)
+    echo(f"{len(result.processes)} process(es), {n} divergent memory call(s)"
+         + ("" if result.ok else " -- the model differs from the trace"))
+
+
+def _is_program_file(path: str) -> bool:
+    """Whether ``path`` is a ProgramTrace (``"format": "vmalab-program/1"``) rather than a scenario."""
+    from .programtrace import is_program_trace
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return is_program_trace(f.read())
+    except OSError:
+        return False  # the scenario loader says what is wrong with it
+
+
+def _refuse_for_program(path: str, **options: Any) -> None:
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise CliError(f"{path}: --{given[0].replace('_', '-')} does not apply to a recorded program")
+
+
+def _load_program(path: str) -> Any:
+    from .programtrace import ProgramTraceError, loads
+    try:
+        return loads(_read_text(path))
+    except ProgramTraceError as e:
+        raise CliError(f"{path}: {e}") from None
+
+
+def _program_run(path: str, kernel: bool, as_json: bool) -> None:
+    """``vmalab run PROGRAM.json``: the replay on the model, printed as ``vmalab replay`` prints it (exit 1
+    when it diverges); with ``--kernel``: the program recorded again live (the recorder), printed."""
+    trace = _load_program(path)
+    if not kernel:
+        from .replay import replay as run_replay
+        result = run_replay(trace)
+        _print_replay(result, as_json)
+        if not result.ok:
+            sys.exit(1)
+        return
+    from .oracle.record_program import RecordError, record_program
+    start = trace.processes[0].start if trace.processes else None
+    env = None
+    if start is not None and start.kind == "exec" and start.envp is not None:
+        env = dict(v.split("=", 1) for v in start.envp if "=" in v)
+    if not trace.command:
+        raise CliError(f"{path}: the trace has no command to record again")
+    try:
+        live = record_program(list(trace.command), env=env, stdout_to_stderr=True)
+    except RecordError as e:
+        raise CliError(f"{path}: live kernel: {e}") from None
+    if as_json:
+        click.echo(json.dumps(live, indent=1))
+        return
+    from .programtrace import MEMORY_CALLS
+    echo(f"# {' '.join(trace.command)}  (recorded live on {live.get('kernel')})")
+    for p in live["processes"]:
+        start_d = p["start"]
+        how = f"exec {start_d['exec']['path']}" if "exec" in start_d else (
+            f"fork of {start_d['fork']['parent']} at event {start_d['fork']['event']}")
+        mem = [ev for ev in p["events"] if ev["call"] in MEMORY_CALLS]
+        echo(f"== pid {p['pid']}: {how}; {len(mem)} memory calls; exit {p.get('exit')}")
+        for i, ev in enumerate(p["events"]):
+            if ev["call"] in MEMORY_CALLS:
+                args = ", ".join(hex(a) if a > 9 else str(a) for a in ev["args"])
+                ret = ev["ret"]
+                echo(f"{i:4d} {ev['call']}({args}) = {hex(ret) if ret > 9 else ret}")
+            elif ev["call"] == "execve":
+                echo(f"{i:4d} execve({ev.get('path')})")
+        if p.get("final_maps"):
+            echo("# final /proc/PID/maps (kernel)")
+            echo(p["final_maps"], nl=False)
+
+
+def _program_diff(path: str, as_json: bool) -> None:
+    """``vmalab diff PROGRAM.json``: the model's replay against the recording, field by field (every
+    memory call's return, the final maps and VmFlags of every process); exit 1 on any difference."""
+    from .replay import replay as run_replay
+    trace = _load_program(path)
+    result = run_replay(trace)
+    diffs: list[str] = []
+    for p in result.processes:
+        if not p.replayed:
+            diffs.append(f"pid {p.pid}: not replayed ({'; '.join(p.notes)})")
+        diffs += [d.describe() for d in p.divergences]
+        diffs += [f"pid {p.pid}: final maps: {d}" for d in p.maps_differences or []]
+    notes = [f"pid {p.pid}: {n}" for p in result.processes for n in p.notes if n.startswith("reordered")]
+    name = " ".join(trace.command) or path
+    ncalls = sum(p.memory_calls for p in result.processes)
+    if as_json:
+        click.echo(json.dumps({"name": name, "agree": not diffs, "differences": diffs, "notes": notes}, indent=1))
+    elif diffs:
+        echo(f"{name}: DIVERGES ({len(diffs)} difference{'s' * (len(diffs) != 1)})")
+        for d in diffs:
+            echo(f"  {d}")
+    else:
+        echo(f"{name}: agrees ({len(result.processes)} process(es), {ncalls} memory calls, final maps and VmFlags)")
+    if not as_json:
+        for n in notes:
+            echo(f"  note: {n}")
+    if diffs:
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), required=False)
 @click.option("--smaps", is_flag=True, help="Print smaps instead of maps.")
+@click.option("--pid", type=click.IntRange(min=1), default=None,
+              help="Import the live process PID (its maps, smaps, stat and limits) instead of running a scenario.")
 @_driver_option
 @_limit_options
-def maps(scenario: str | None, smaps: bool, driver_files: tuple[str, ...], max_resident: int | None,
+def maps(scenario: str | None, smaps: bool, pid: int | None, driver_files: tuple[str, ...], max_resident: int | None,
          max_iterations: int | None, validate: str | None) -> None:
-    """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process)."""
+    """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process), or the model's view of
+    a live process (--pid)."""
     from .execute import ModelRunner, check_supported
     from .procfs import maps as maps_text
     from .procfs import smaps as smaps_text
+    if pid is not None:
+        if scenario:
+            raise CliError("--pid cannot be combined with a SCENARIO")
+        from .mm import MM
+        try:
+            mm = MM.from_pid(pid)
+        except ProcessLookupError:
+            raise CliError(f"pid {pid}: no such process") from None
+        except PermissionError:
+            raise CliError(f"pid {pid}: its memory maps cannot be read (permission denied)") from None
+        except (OSError, ValueError) as e:  # no user address space, maps that kept changing, bad text
+            raise CliError(str(e) if str(e).startswith(f"pid {pid}") else f"pid {pid}: {e}") from None
+        echo((smaps_text if smaps else maps_text)(mm), nl=False)
+        return
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
     try:
         check_supported(scn)

@@ -27,7 +27,7 @@ from .madvise import process_madvise
 from .madvise import sys_set_vma_anon_name as _set_vma_anon_name
 from .mincore import mincore_vma
 from .mm_types import VMA, MmStruct
-from .procfs import import_maps, pss_bytes, rss_pages
+from .procfs import import_maps, pss_bytes, read_process, rss_pages
 from .profiles import DEFAULT_PROFILE, get_profile
 from .syscalls import RET_VEC, SYSCALLS
 
@@ -105,15 +105,56 @@ class MM(MmStruct):
                          max_map_count=max_map_count, mmap_min_addr=mmap_min_addr, caps=caps)
 
     @classmethod
-    def from_maps(cls, text: str, *, rlimit_stack: int = 8 << 20, **kwargs: Any) -> MM:
-        """An MM holding the VMAs of a real process's ``/proc/PID/maps`` text.  ``mmap_base`` is read from
-        the end of ``[vdso]`` when the text has one (the vDSO block is the first top-down allocation, so
-        it ends at mmap_base even with ASLR on), else derived from ``rlimit_stack``."""
+    def from_maps(cls, text: str, smaps: str | None = None, start_brk: int | None = None, *,
+                  rlimit_stack: int = 8 << 20, **kwargs: Any) -> MM:
+        """An MM holding the VMAs of a real process's ``/proc/PID/maps`` text: the import that gives the
+        kernel's placement.  ``smaps`` (the same process's ``/proc/PID/smaps``) gives every VMA its
+        VmFlags and anon_vma; ``start_brk`` sets the program break where maps has no ``[heap]`` (see
+        :func:`vmalab.procfs.import_maps`).  ``mmap_base`` is where the first top-down allocations of
+        exec end, even with ASLR on: load_elf_binary() maps the interpreter top-down first and the vDSO
+        block right below it, so mmap_base is the end of the run of adjacent VMAs that starts at
+        ``[vdso]`` (a static program has no interpreter: the end of the vDSO block).  Without ``[vdso]``
+        it is derived from ``rlimit_stack``."""
         mm = cls(rlimit_stack=rlimit_stack, **kwargs)
-        import_maps(mm, text)
-        for v in mm.tree:
-            if v.vm_ops is not None and v.vm_ops.name(v) == "[vdso]":
-                mm.mmap_base = v.vm_end
+        import_maps(mm, text, smaps_text=smaps, start_brk=start_brk)
+        vdso = next((v for v in mm.tree if v.vm_ops is not None and v.vm_ops.name(v) == "[vdso]"), None)
+        if vdso is not None:
+            top = vdso
+            while (nxt := mm.tree.next(top.vm_end)) is not None and nxt.vm_start == top.vm_end \
+                    and nxt.vm_flags & C.VM_GROWSDOWN == 0:
+                top = nxt
+            mm.mmap_base = top.vm_end
+        return mm
+
+    @classmethod
+    def from_pid(cls, pid: int, **kwargs: Any) -> MM:
+        """An MM holding a live process's address space: :meth:`from_maps` of its ``/proc/PID/maps`` and
+        ``smaps``, with ``start_brk``, ``start_stack`` and the data segment bounds from
+        ``/proc/PID/stat`` and its stack, address-space, data and memlock rlimits from
+        ``/proc/PID/limits``.  The break is the end of the last ``[heap]`` VMA (the kernel shows no
+        finer value), or ``start_brk`` without a heap.  Raises ``ProcessLookupError`` (no such pid),
+        ``PermissionError`` (not readable) or ``ValueError`` (no user address space)."""
+        snap = read_process(pid)
+        stack = snap.rlimits.get("RLIMIT_STACK")
+        if stack is not None and "rlimit_stack" not in kwargs:
+            kwargs["rlimit_stack"] = stack[0]
+        mm = cls.from_maps(snap.maps, snap.smaps, start_brk=snap.stat["start_brk"] or None, **kwargs)
+        for name, limit in snap.rlimits.items():
+            mm.rlimits[C.RLIMIT_NAMES[name]] = limit
+        mm.start_stack = snap.stat["start_stack"]
+        mm.start_data, mm.end_data = snap.stat["start_data"], snap.stat["end_data"]
+        return mm
+
+    @classmethod
+    def exec(cls, path: str, argv: list[str], envp: list[str] | None = None, **kwargs: Any) -> MM:
+        """A fresh MM (``kwargs``: ``randomize``, ``seed``, ``rlimit_stack``, ...) holding what
+        ``execve(path, argv, envp)`` leaves right after it returns to user space (before ld.so runs):
+        :func:`vmalab.binfmt_elf.exec_elf`.  ``envp`` defaults to empty.  Raises
+        :class:`vmalab.binfmt_elf.ExecError` for a file the kernel would refuse."""
+        from .binfmt_elf import exec_elf
+
+        mm = cls(**kwargs)
+        exec_elf(mm, path, list(argv), list(envp or []))
         return mm
 
     # -- raw syscalls (vmalab.syscalls): an address, 0 or -errno ------------------------------------

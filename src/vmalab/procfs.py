@@ -178,20 +178,102 @@ SPECIAL_FLAGS = {
 
 
 class MapsFormatError(ValueError):
-    """A line of a maps text could not be parsed."""
+    """A line of a maps or smaps text could not be parsed."""
 
 
-def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None) -> None:
+_SMAPS_FIELD_RE = re.compile(r"^([A-Za-z_]+):\s+(\d+)(?: kB)?$")
+
+
+class SmapsEntry:
+    """One VMA of a ``/proc/PID/smaps`` text: its header (the maps line), the counters (``Rss``,
+    ``Anonymous``, ... in kB, ``THPeligible`` and ``ProtectionKey`` as numbers) and the ``VmFlags``
+    mnemonics (None when the entry has no VmFlags line)."""
+
+    def __init__(self, start: int, end: int, header: str, line: int) -> None:
+        self.start = start
+        self.end = end
+        self.header = header
+        self.line = line  # where the entry starts in the text (1-based), for error messages
+        self.fields: dict[str, int] = {}
+        self.vmflags: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SmapsEntry({self.start:#x}-{self.end:#x}, vmflags={self.vmflags!r})"
+
+
+def parse_smaps(text: str) -> list[SmapsEntry]:
+    """The VMAs of a ``/proc/PID/smaps`` text (also ``smaps`` output of the model).  A line that is
+    neither a maps header, a ``Key: N [kB]`` counter nor ``VmFlags:`` raises :class:`MapsFormatError`
+    naming it; so do unknown VmFlags mnemonics."""
+    out: list[SmapsEntry] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\n")
+        if not line.strip():
+            continue
+        m = _MAPS_RE.match(line)
+        if m:
+            out.append(SmapsEntry(int(m.group(1), 16), int(m.group(2), 16), line, n))
+            continue
+        if not out:
+            raise MapsFormatError(f"smaps line {n}: expected a maps header, got {line!r}")
+        if line.startswith("VmFlags:"):
+            mnemonics = line[len("VmFlags:"):].strip()
+            try:
+                C.parse_vmflags(mnemonics)
+            except ValueError as e:
+                raise MapsFormatError(f"smaps line {n}: {e}") from None
+            out[-1].vmflags = mnemonics
+            continue
+        f = _SMAPS_FIELD_RE.match(line.strip())
+        if not f:
+            raise MapsFormatError(f"smaps line {n}: cannot parse {line!r}")
+        out[-1].fields[f.group(1)] = int(f.group(2))
+    return out
+
+
+def smaps_vmflags(text: str) -> dict[int, str]:
+    """start address -> VmFlags mnemonics of a smaps text (the ``vmflags`` argument of import_maps)."""
+    return {e.start: e.vmflags for e in parse_smaps(text) if e.vmflags is not None}
+
+
+def _is_ro_data(v: VMA) -> bool:
+    """A private read-only, non-executable file VMA (perms ``r--p``)."""
+    return v.vm_file is not None and v.vm_flags & (C.VM_READ | C.VM_WRITE | C.VM_EXEC | C.VM_SHARED) == C.VM_READ
+
+
+def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None, smaps_text: str | None = None,
+                start_brk: int | None = None) -> None:
     """Load the VMAs of a real process's ``/proc/pid/maps`` text into an empty ``mm``.
 
-    Flags come from ``vmflags`` (start address -> smaps VmFlags) where given, else from the perms
-    column (private writable gets ``ac``, special mappings get the kernel's flags).  Files become
-    read-only regular files identified by (dev, inode); ``[heap]`` and ``[stack]`` set the mm's brk
-    and stack fields.  The ``[vsyscall]`` gate area is not a VMA and is skipped.
+    Flags come from ``vmflags`` (start address -> smaps VmFlags) where given, else from the VmFlags of
+    ``smaps_text`` (the same process's ``/proc/pid/smaps``; every maps VMA must have its entry there),
+    else are guessed from the perms column: private writable gets ``ac``, special mappings get the
+    kernel's flags, and a read-only file VMA gets ``ac`` only where it is a RELRO range (see below).
+
+    anon_vma: with smaps, a VMA with ``Anonymous`` pages has one (shared with the VMA right before it
+    when both are pieces of one mapping split by a flag change, as an mprotect split leaves them; two
+    adjacent pieces with equal flags that the kernel keeps apart have different ones).  Without smaps,
+    the ``[heap]`` VMAs have one.  Rss itself is not imported: smaps does not say which pages are present.
+
+    Files become read-only regular files identified by (dev, inode).  The program break: ``start_brk``
+    when given (``/proc/PID/stat`` field 47; the only source when there is no ``[heap]`` line, as right
+    after execve), else the start of the first ``[heap]`` VMA; ``brk`` is the end of the last ``[heap]``
+    VMA (maps shows the page-aligned break only), or ``start_brk`` without a heap.  A heap split by
+    mprotect (several ``[heap]`` lines) stays one heap.  ``[stack]`` sets ``start_stack``.  The
+    ``[vsyscall]`` gate area is not a VMA and is skipped.
     """
     if len(mm.tree):
         raise ValueError("import_maps needs an empty MM")
+    if start_brk is not None and not (0 <= start_brk < C.TASK_SIZE):
+        raise ValueError(f"start_brk {start_brk:#x} is not a user address")
+    smaps_by_start: dict[int, SmapsEntry] | None = None
+    if smaps_text is not None:
+        entries = parse_smaps(smaps_text)
+        smaps_by_start = {e.start: e for e in entries}
     files: dict[tuple[str, int, int, int], File] = {}
+    heap_start = heap_end = 0
+    guessed: set[int] = set()  # starts of the VMAs whose flags were guessed from the perms column
+    seen: set[int] = set()
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\n")
         if not line.strip():
@@ -208,18 +290,32 @@ def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None) 
             continue
         if start >= end or start & 0xFFF or end & 0xFFF or end > C.TASK_SIZE:
             raise MapsFormatError(f"maps line {n}: bad range {line!r}")
+        entry: SmapsEntry | None = None
+        if smaps_by_start is not None:
+            entry = smaps_by_start.get(start)
+            if entry is None or entry.end != end or entry.header.split()[:6] != line.split()[:6]:
+                raise MapsFormatError(f"maps line {n}: smaps has no entry for {line!r}")
+            seen.add(start)
         flags = (C.VM_READ if r == "r" else 0) | (C.VM_WRITE if w == "w" else 0) | (C.VM_EXEC if x == "x" else 0)
         flags |= C.VM_MAYREAD | C.VM_MAYWRITE | C.VM_MAYEXEC
         if s == "s":
             flags |= C.VM_SHARED | C.VM_MAYSHARE
-        if vmflags is not None and start in vmflags:
-            flags = C.parse_vmflags(vmflags[start])
-        elif name in SPECIAL_FLAGS:
-            flags = SPECIAL_FLAGS[name]
-        elif name == "[stack]":
-            flags |= C.VM_GROWSDOWN | C.VM_ACCOUNT
-        elif s == "p" and w == "w":
-            flags |= C.VM_ACCOUNT
+        known = vmflags.get(start) if vmflags is not None else None
+        if known is None and entry is not None:
+            known = entry.vmflags
+        if known is not None:
+            try:
+                flags = C.parse_vmflags(known)
+            except ValueError as e:
+                raise MapsFormatError(f"maps line {n}: {e}") from None
+        else:
+            guessed.add(start)
+            if name in SPECIAL_FLAGS:
+                flags = SPECIAL_FLAGS[name]
+            elif name == "[stack]":
+                flags |= C.VM_GROWSDOWN | C.VM_ACCOUNT
+            elif s == "p" and w == "w":
+                flags |= C.VM_ACCOUNT
         v = VMA(start, end, flags, off >> C.PAGE_SHIFT if ino or name.startswith("/") else start >> C.PAGE_SHIFT)
         if name in SPECIAL_FLAGS:
             v.vm_ops = SpecialMappingOps(name)
@@ -236,8 +332,9 @@ def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None) 
             f.refcount += 1
             v.vm_ops = GENERIC_FILE_VM_OPS
         elif name == "[heap]":
-            mm.start_brk = start
-            mm.brk = end
+            if not heap_start:
+                heap_start = start
+            heap_end = end
         elif name == "[stack]":
             mm.start_stack = end - 8
         elif name.startswith("[anon:") and name.endswith("]"):
@@ -250,26 +347,131 @@ def import_maps(mm: MmStruct, text: str, vmflags: dict[int, str] | None = None) 
         if prev is not None and prev.vm_end > start:
             raise MapsFormatError(f"maps line {n}: overlaps or is out of order")
         if (prev is not None and v.vm_file is not None and prev.vm_file is v.vm_file and prev.vm_end == start
-                and s == "p" and w == "w" and not prev.vm_flags & (C.VM_WRITE | C.VM_SHARED | C.VM_ACCOUNT)
-                and prev.vm_pgoff + prev.pages == v.vm_pgoff and (vmflags is None or prev.vm_start not in vmflags)):
-            # RELRO: the ELF loader mapped this part with the writable segment below it (charged,
-            # VM_ACCOUNT), then the C library made it read-only; mprotect keeps the charge, so it keeps `ac`.
-            prev.vm_flags |= C.VM_ACCOUNT
-            mm.committed += prev.pages
-        if name == "[heap]" and s == "p" and w == "w":
+                and s == "p" and w == "w" and _is_ro_data(prev) and prev.vm_pgoff + prev.pages == v.vm_pgoff
+                and prev.vm_start in guessed and start in guessed):
+            # RELRO: the C library made the start of the writable segment read-only; the ELF loader had
+            # mapped it writable (charged, VM_ACCOUNT), and mprotect keeps the charge, so it keeps `ac`.
+            # A read-only VMA right before the writable segment is that RELRO range only when another
+            # read-only VMA of the file comes before it (.rodata, never charged): the two would be one VMA
+            # if their flags were equal.  Without one it is .rodata itself (right after execve, before
+            # ld.so applied RELRO), and an `ac` there would merge it with the RELRO range later.
+            pprev = mm.tree.prev(prev.vm_start)
+            if (pprev is not None and pprev.vm_file is v.vm_file and pprev.vm_end == prev.vm_start
+                    and _is_ro_data(pprev)):
+                prev.vm_flags |= C.VM_ACCOUNT
+                mm.committed += prev.pages
+        if entry is not None:
+            if entry.fields.get("Anonymous", 0) and not v.vm_flags & C.VM_SHARED:
+                _give_anon_vma(mm, prev, v, name == "[heap]" and start == heap_start)
+        elif name == "[heap]" and s == "p":
             # The C library has written to its heap (static TLS), so it has an anon_vma; its first fault
             # found the written bss VMA right below compatible and reused that one (measured: munlock of
-            # the heap's first page merges bss and heap into one [heap] VMA).
-            if (prev is not None and prev.vm_end == start and prev.vm_file is None and prev.vm_ops is None
-                    and prev.special_name is None and prev.vm_flags == v.vm_flags):
-                if prev.anon_vma is None:
-                    prev.anon_vma, prev.avc_len = mm.new_anon_vma(), 1
-                v.anon_vma, v.avc_len = prev.anon_vma, 1
-            else:
-                v.anon_vma, v.avc_len = mm.new_anon_vma(), 1
+            # the heap's first page merges bss and heap into one [heap] VMA).  The pieces of a heap that
+            # an mprotect split share it.
+            _give_anon_vma(mm, prev, v, start == heap_start)
         mm.tree.insert(v)
         mm.vm_stat_account(v.vm_flags, v.pages)
         if v.vm_flags & C.VM_LOCKED:
             mm.locked_vm += v.pages
         if v.vm_flags & C.VM_ACCOUNT:
             mm.committed += v.pages
+    if smaps_by_start is not None:
+        for extra in smaps_by_start.values():
+            if extra.start not in seen and extra.start < C.TASK_SIZE and not extra.header.endswith("[vsyscall]"):
+                raise MapsFormatError(f"smaps line {extra.line}: VMA not in the maps text: {extra.header!r}")
+    if start_brk is not None:
+        mm.start_brk = start_brk
+        mm.brk = max(heap_end, start_brk)
+    elif heap_start:
+        mm.start_brk, mm.brk = heap_start, heap_end
+
+
+def _give_anon_vma(mm: MmStruct, prev: VMA | None, v: VMA, heap: bool) -> None:
+    """Give ``v`` (about to be inserted after ``prev``) an anon_vma: ``prev``'s when ``prev`` looks like
+    another piece of the same mapping (adjacent, same file or both anonymous, contiguous file offsets, and
+    flags that differ, or equal flags at the bss/heap boundary, which brk never merges), else a new one."""
+    if (prev is not None and prev.anon_vma is not None and prev.vm_end == v.vm_start and prev.vm_file is v.vm_file
+            and prev.vm_ops is v.vm_ops and prev.special_name is None and v.special_name is None
+            and (v.vm_file is None or prev.vm_pgoff + prev.pages == v.vm_pgoff)
+            and (prev.vm_flags != v.vm_flags or heap)):
+        v.anon_vma, v.avc_len = prev.anon_vma, 1
+        return
+    if (heap and prev is not None and prev.anon_vma is None and prev.vm_end == v.vm_start and prev.vm_file is None
+            and prev.vm_ops is None and prev.special_name is None and prev.vm_flags == v.vm_flags):
+        prev.anon_vma, prev.avc_len = mm.new_anon_vma(), 1  # the bss below the heap (maps-only import)
+        v.anon_vma, v.avc_len = prev.anon_vma, 1
+        return
+    v.anon_vma, v.avc_len = mm.new_anon_vma(), 1
+
+
+# -------------------------------------------------------------------------------------------------------
+# a live process
+#: /proc/PID/limits rows -> the rlimit the model keeps
+_LIMIT_ROWS = {"Max stack size": "RLIMIT_STACK", "Max address space": "RLIMIT_AS", "Max data size": "RLIMIT_DATA",
+               "Max locked memory": "RLIMIT_MEMLOCK"}
+
+
+class ProcessSnapshot:
+    """What :func:`read_process` read of a live process: its maps and smaps texts (one consistent
+    view), the mm fields of ``/proc/PID/stat`` (``start_data`` 45, ``end_data`` 46, ``start_brk`` 47,
+    ``start_stack`` 28; proc(5) numbers them from 1; the break itself is not there) and its memory
+    rlimits (name -> (soft, hard))."""
+
+    def __init__(self, pid: int, maps: str, smaps: str, stat: dict[str, int],
+                 rlimits: dict[str, tuple[int, int]]) -> None:
+        self.pid = pid
+        self.maps = maps
+        self.smaps = smaps
+        self.stat = stat
+        self.rlimits = rlimits
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        return f.read()
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """The mm fields of a ``/proc/PID/stat`` line (the comm field, in parentheses, may hold spaces and
+    parentheses: the fields are counted after its last ``)``)."""
+    rest = text[text.rindex(")") + 2:].split()
+    field = {"start_stack": 28, "start_data": 45, "end_data": 46, "start_brk": 47}
+    return {k: int(rest[n - 3]) for k, n in field.items()}
+
+
+def parse_limits(text: str) -> dict[str, tuple[int, int]]:
+    """The memory rlimits of a ``/proc/PID/limits`` text: name -> (soft, hard), unlimited as RLIM_INFINITY."""
+    out: dict[str, tuple[int, int]] = {}
+    for line in text.splitlines():
+        for row, name in _LIMIT_ROWS.items():
+            if line.startswith(row):
+                soft, hard = (C.RLIM_INFINITY if v == "unlimited" else int(v) for v in line[len(row):].split()[:2])
+                out[name] = (soft, hard)
+    return out
+
+
+def read_process(pid: int, attempts: int = 5) -> ProcessSnapshot:
+    """Read a live process's ``maps``, ``smaps``, ``stat`` and ``limits`` under /proc.  maps and smaps are
+    read until two reads of maps around smaps agree (a running process may change between them).
+
+    ``ProcessLookupError`` when there is no such process, ``PermissionError`` when its memory may not be
+    read (ptrace access mode), ``ValueError`` when it has no user address space (a kernel thread, a zombie)
+    or never holds still."""
+    base = f"/proc/{int(pid)}"
+    try:
+        for _ in range(attempts):
+            maps_text = _read(base + "/maps")
+            smaps_text = _read(base + "/smaps")
+            stat = parse_stat(_read(base + "/stat"))
+            again = _read(base + "/maps")
+            headers = [ln for ln in smaps_text.splitlines() if _MAPS_RE.match(ln)]
+            if again == maps_text and headers == maps_text.splitlines():
+                break
+        else:
+            raise ValueError(f"pid {pid}: its maps kept changing while being read")
+        limits = parse_limits(_read(base + "/limits"))
+    except FileNotFoundError:
+        raise ProcessLookupError(3, f"no process with pid {pid}") from None  # ESRCH
+    if not maps_text.strip():
+        raise ValueError(f"pid {pid} has no user address space (a kernel thread or a zombie)")
+    return ProcessSnapshot(pid, maps_text, smaps_text, stat, limits)

@@ -20,21 +20,22 @@ SRC = Path(ROOT) / "src" / "vmalab"
 
 #: layers, lowest first (docs/architecture.md explains them)
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"constants", "pagetable", "locking", "probe", "resources", "vma_tree", "layout", "_mypyc"}),
+    ("base", {"constants", "pagetable", "locking", "probe", "resources", "vma_tree", "layout", "_mypyc",
+              "elf"}),
     ("files", {"files"}),
     ("state", {"mm_types"}),
-    ("vma algebra", {"vma", "fdtable"}),
+    ("vma algebra", {"vma", "fdtable", "realfile"}),
     ("faults", {"faults", "gup"}),
     ("syscall families", {"mmap", "mprotect", "mremap", "madvise", "mlock", "mseal", "msync", "mincore", "brk",
-                          "fork", "procfs", "debug"}),
+                          "fork", "procfs", "debug", "binfmt_elf"}),
     ("driver contract", {"driver", "profiles", "compat"}),
     ("facade", {"syscalls", "mm"}),
     ("drivers", {"drivers", "drivers._helpers", "drivers.devmem", "drivers.devzero", "drivers.failing_action",
                  "drivers.filemap", "drivers.iomem", "drivers.kpages", "drivers.mapped_private", "drivers.ovl",
                  "drivers.secretmem"}),
     ("lab", {"faultpoints", "scenario", "execute", "lockcheck", "explore", "portcheck", "oracle", "oracle.kernel",
-             "oracle.fuzz",
-             "demo", "cli", "__main__"}),
+             "oracle.cbuild", "oracle.fuzz", "oracle.exec_capture", "oracle.record_program", "programtrace", "strace",
+             "replay", "demo", "cli", "__main__"}),
 ]
 #: the model (everything below the lab) never imports these
 TOOLS = {"drivers", "explore", "lockcheck", "oracle", "cli", "execute", "scenario", "demo", "faultpoints"}

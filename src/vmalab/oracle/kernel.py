@@ -52,7 +52,6 @@ status 2.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -65,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from vmalab import constants as C
+from vmalab.oracle.cbuild import CBuildError, build_c_helper
 from vmalab.procfs import STATUS_FIELDS
 from vmalab.scenario import BASE, WINDOW_SIZE, Addr, FdSpec, Op, Scenario, format_addr
 from vmalab.syscalls import ADDR, FD, Param, for_op
@@ -139,60 +139,19 @@ class KernelRunnerError(Exception):
 
 
 # --- compiling the helper ----------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    env = os.environ.get("VMALAB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "vmalab"
-
-
 def ensure_runner() -> str:
-    """Compile ``runner.c`` if needed and return the path of the helper binary.
-
-    The binary lives in ``$VMALAB_CACHE`` (default ``~/.cache/vmalab``) under a name keyed by a hash of the
-    source and the compiler, so edits recompile.  It is built statically (``cc -O2 -static``) when possible,
-    dynamically otherwise, into a temporary file that is renamed into place atomically."""
+    """Compile ``runner.c`` if needed and return the path of the helper binary
+    (:func:`vmalab.oracle.cbuild.build_c_helper`: cached in ``$VMALAB_CACHE`` by a hash of the source, the
+    compiler and the flags).  It is built statically (``cc -Os -static``) when possible, dynamically
+    otherwise."""
     global _runner_path, _runner_static
     try:
-        source = RUNNER_SOURCE.read_bytes()
-    except OSError as e:
-        raise KernelRunnerError(f"cannot read {RUNNER_SOURCE}: {e.strerror or e}") from None
-    cc = os.environ.get("CC", "cc")
-    digest = hashlib.sha256(b"\0".join([source, cc.encode(), *(f.encode() for f in CFLAGS)])).hexdigest()[:16]
-    cache = _cache_dir()
-    target = cache / f"runner-{digest}"
-    if _runner_path == str(target) and target.exists():
-        return _runner_path
-    if target.exists() and os.access(target, os.X_OK):
-        _runner_path = str(target)
-        _runner_static = None
-        return _runner_path
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".runner-{digest}-", dir=cache)
-        os.close(fd)
-    except OSError as e:
-        raise KernelRunnerError(f"cannot write to the cache directory {cache}: {e.strerror or e}") from None
-    try:
-        errors: list[str] = []
-        for static in (True, False):
-            # compile the bytes that were hashed (from stdin), so the name always matches the binary
-            cmd = [cc, *CFLAGS, *(["-static"] if static else []), "-o", tmp, "-x", "c", "-"]
-            try:
-                proc = subprocess.run(cmd, input=source, capture_output=True, timeout=300)
-            except (OSError, subprocess.SubprocessError) as e:
-                raise KernelRunnerError(f"cannot run the C compiler {cc!r}: {e}") from None
-            if proc.returncode == 0:
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, target)
-                _runner_path = str(target)
-                _runner_static = static
-                return _runner_path
-            stderr = proc.stderr.decode("utf-8", "replace")
-            lines = [ln for ln in stderr.splitlines() if "error" in ln] or stderr.splitlines()
-            errors.append(lines[0] if lines else f"exit status {proc.returncode}")
-        raise KernelRunnerError(f"cannot compile {RUNNER_SOURCE.name}: {errors[-1]}")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        path, static = build_c_helper(RUNNER_SOURCE, "runner", CFLAGS, try_static=True)
+    except CBuildError as e:
+        raise KernelRunnerError(str(e)) from None
+    if path != _runner_path:
+        _runner_path, _runner_static = path, static
+    return path
 
 
 def _runner_is_static(path: str) -> bool:
