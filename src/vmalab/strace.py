@@ -436,9 +436,9 @@ _FOLLOWED = {"openat", "open", "creat", "openat2", "close", "close_range", "dup"
 
 
 def looks_like_strace(text: str) -> bool:
-    """Whether ``text`` starts like strace output (and not like JSON)."""
-    head = text.lstrip()[:200]
-    return not head.startswith("{") and bool(re.match(r"^(\[pid\s+\d+\]\s+|\d+\s+)?\S*?[a-z_0-9]+\(", head))
+    """Whether ``text`` is to be read as strace output: anything that is not a JSON object (so that a
+    malformed log gets the parser's error naming its line, not a JSON error)."""
+    return not text.lstrip().startswith("{")
 
 
 def parse_strace(text: str, *, kernel: str | None = None, pid: int = 1) -> ProgramTrace:

@@ -266,6 +266,9 @@ def test_cli_exit_status_and_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.log").write_text(HEAD + "100 mmap(NULL\n")
     bad = _cli(str(tmp_path / "bad.log"))
     assert bad.returncode == 2 and "line 2:" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    (tmp_path / "junk.log").write_text("garbage line\n")  # no syscall shape at all: still named as strace's line
+    junk = _cli(str(tmp_path / "junk.log"))
+    assert junk.returncode == 2 and "line 1:" in junk.stderr and "JSON" not in junk.stderr
 
 
 @pytest.mark.skipif(shutil.which("strace") is None or shutil.which("setarch") is None, reason="needs strace")
