@@ -231,10 +231,11 @@ def elf_load(mm: MmStruct, file: File, addr: int, ph: ProgramHeader, prot: int, 
 
 
 def _padzero(mm: MmStruct, addr: int) -> None:
-    """padzero(): clear_user() of the rest of the page: a write fault on the private file page."""
-    from .faults import touch  # a user access, as clear_user() is
+    """padzero(): clear_user() of the rest of the page: a write fault on the private file page, and the
+    file's bytes past the end of the segment (the start of the bss) become zeroes."""
+    from .access import write  # a user access, as clear_user() is
 
-    touch(mm, addr, write=True)
+    write(mm, addr, bytes(-addr % PAGE_SIZE))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -930,3 +930,50 @@ def port_check(old: str, new: str, profile: str | None, no_faults: bool, as_json
         click.echo(format_report(rep), nl=False)
     if rep.unintended:
         sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--engine", type=click.Choice(["unicorn", "qiling"]), default="unicorn", show_default=True,
+              help="The emulator that runs the program's instructions.")
+@click.option("-i", "--ignore-environment", is_flag=True, help="Start the program with an empty environment.")
+@click.argument("program", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def emulate(engine: str, ignore_environment: bool, program: str, args: tuple[str, ...]) -> None:
+    """Run PROGRAM (a static x86-64 Linux ELF) in an emulator with vmalab as its address space.
+
+    Its stdout and stderr pass through; the exit status is the program's, or 128 + the signal it died
+    of, as a shell reports it (the fault is described on stderr).  See docs/emulators.md."""
+    import os
+
+    from .binfmt_elf import ExecError
+
+    argv = [program, *args]
+    envp = [] if ignore_environment else [f"{k}={v}" for k, v in os.environ.items()]
+    if engine == "qiling":
+        try:
+            from .adapters import qiling as ql_adapter
+
+            (kind, value), ad = ql_adapter.run_program(program, argv, env=dict(e.split("=", 1) for e in envp))
+        except ImportError as e:
+            raise CliError(f"--engine qiling: {e}") from None
+        sys.stdout.flush()
+        if kind == "signal":
+            if ad.fault is not None:
+                echo(f"vmalab: {program}: killed by signal {value} ({ad.fault.signal} at {ad.fault.addr:#x}, "
+                     f"rip {ad.fault.pc:#x})", err=True)
+            sys.exit(128 + value)
+        sys.exit(value)
+    from .adapters import unicorn as uc_adapter
+
+    try:
+        res = uc_adapter.run(program, argv, envp)
+    except uc_adapter.UnicornUnavailable as e:
+        raise CliError(str(e)) from None
+    except (ExecError, OSError) as e:
+        raise CliError(str(e)) from None
+    sys.stdout.flush()
+    if res.signal is not None:
+        where = f" ({res.fault.signal} {res.fault.code} at {res.fault.addr:#x}, rip {res.pc:#x})" \
+            if res.fault is not None and res.pc is not None else ""
+        echo(f"vmalab: {program}: killed by signal {res.signal}{where}", err=True)
+    sys.exit(res.status)

@@ -69,7 +69,11 @@ def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int |
     if write:
         page.write(off, value & 0xFF)
         return None
-    return page.data.get(off, 0)  # Page.read()
+    v = page.data.get(off)  # Page.read()
+    if v is not None:
+        return v
+    b = page.base
+    return 0 if b is None else b[off]
 
 
 def expand_downwards(mm: MmStruct, vma: VMA, addr: int) -> int:
@@ -150,7 +154,7 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
             return None
         if anon_vma_prepare(mm, vma):
             return "OOM"
-        new = Page(ANON, dict(pte.data) if pte is not None and pte.kind == ANON else None)
+        new = pte.copy_data(ANON) if pte is not None and pte.kind == ANON else Page(ANON)
         mm.pt.set(vpn, new)
         return None
     if vma.vm_ops is not None and vma.vm_ops.provides_pages:
@@ -163,7 +167,7 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
         if write and not vma.vm_flags & VM_SHARED:
             if anon_vma_prepare(mm, vma):
                 return "OOM"
-            mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+            mm.pt.set(vpn, pte.copy_data(ANON))
         return None
     f = vma.vm_file
     assert f is not None
@@ -189,7 +193,7 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
         # still shared with another mm after fork (wp_can_reuse_anon_folio() fails): COW
         if anon_vma_prepare(mm, vma):
             return "OOM"
-        mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+        mm.pt.set(vpn, pte.copy_data(ANON))
         return None
     style = f.f_op.fault_style
     if style == "filemap" and pgoff not in inode.pages:
@@ -199,7 +203,7 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
     if write and not shared:
         if anon_vma_prepare(mm, vma):
             return "OOM"
-        mm.pt.set(vpn, Page(ANON, dict(cache.data)))
+        mm.pt.set(vpn, cache.copy_data(ANON))
         return None
     mm.pt.set(vpn, cache)
     if not write:
@@ -221,13 +225,13 @@ def _special_mapping_fault(mm: MmStruct, vma: VMA, vpn: int, pte: Page | None, w
         if write and private:
             if anon_vma_prepare(mm, vma):
                 return "OOM"
-            page = Page(ANON, dict(page.data))
+            page = page.copy_data(ANON)
         mm.pt.set(vpn, page)
         return None
     if write and private and not (pte.kind == ANON and pte.mapcount == 1):
         if anon_vma_prepare(mm, vma):
             return "OOM"
-        mm.pt.set(vpn, Page(ANON, dict(pte.data)))
+        mm.pt.set(vpn, pte.copy_data(ANON))
     return None
 
 

@@ -30,6 +30,7 @@ from .files import (
     shmem_kernel_file_setup,
 )
 from .mm_types import MmStruct
+from .mmu_notifier import invalidate_range
 
 FMODES = {"rw": FMODE_READ | FMODE_WRITE, "ro": FMODE_READ, "wo": FMODE_WRITE}
 TMPFS_DEV = (0, 0x1A)
@@ -145,4 +146,6 @@ def ftruncate(mm: MmStruct, fd: int, length: int) -> int:
                 first = max(limit - v.vm_pgoff, 0)
                 if first < v.pages:
                     mm.pt.zap_except_guards((v.vm_start >> PAGE_SHIFT) + first, v.vm_end >> PAGE_SHIFT)
+                    if mm.notifiers:  # zap_page_range_single(): MMU_NOTIFY_CLEAR
+                        invalidate_range(mm, v.vm_start + (first << PAGE_SHIFT), v.vm_end, "zap")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,16 +43,22 @@ class Inode:
     size: int = 0
     pages: dict[int, Page] = field(default_factory=dict)
     noexec: bool = False  # lives on a noexec mount (path_noexec())
+    #: the content provider: ``content(pgoff)`` gives the file's bytes of page ``pgoff`` (the backing store
+    #: ->read_folio() reads from); a page-cache page created for the inode holds them.  None: zeroes.
+    content: Callable[[int], bytes] | None = field(default=None, repr=False)
 
     def npages(self) -> int:
         """Pages inside i_size (a fault at or beyond this page index is SIGBUS)."""
         return (self.size + PAGE_SIZE - 1) >> PAGE_SHIFT
 
     def cache_page(self, pgoff: int) -> Page:
-        """Find or create the page-cache page at ``pgoff`` (zero-filled)."""
+        """Find or create the page-cache page at ``pgoff``: zero-filled, or holding the content provider's
+        bytes (those beyond i_size are zero, as filemap_read_folio() leaves them)."""
         p = self.pages.get(pgoff)
         if p is None:
             p = Page(FILE)
+            if self.content is not None:
+                p.base = _page_bytes(self.content(pgoff), self.size - (pgoff << PAGE_SHIFT))
             self.pages[pgoff] = p
         return p
 
@@ -63,9 +70,7 @@ class Inode:
             del self.pages[k]
         tail = size & (PAGE_SIZE - 1)
         if tail and (size >> PAGE_SHIFT) in self.pages:
-            pg = self.pages[size >> PAGE_SHIFT]
-            for off in [o for o in pg.data if o >= tail]:
-                del pg.data[off]
+            self.pages[size >> PAGE_SHIFT].zero_from(tail)
 
     def incore(self, pgoff: int) -> bool:
         """Models mm/mincore.c: mincore_page(): the page is cached and uptodate (a folio that was created
@@ -85,8 +90,15 @@ class Inode:
         if p is None:
             self.cache_page(pos >> PAGE_SHIFT).uptodate = False
             return
-        for o in [o for o in p.data if o >= off]:
-            del p.data[o]
+        p.zero_from(off)
+
+
+def _page_bytes(raw: bytes, limit: int) -> bytes | None:
+    """``raw`` as a page's ``base``: cut at ``limit`` (i_size), padded to a page; None when all zero."""
+    raw = bytes(raw[:max(0, min(limit, PAGE_SIZE))])
+    if not raw.strip(b"\0"):
+        return None
+    return raw + bytes(PAGE_SIZE - len(raw))
 
 
 class ProfileFeatureError(AttributeError):

@@ -34,6 +34,7 @@ from . import constants as C
 from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED_MASK
 from .files import fput
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import invalidate_range, mmu_notifier_release
 from .probe import Probe
 from .vma import release_vma, vma_dup_references
 
@@ -64,6 +65,7 @@ FORK_REBUILT = frozenset({
     "probe",  # a new probe (tracing as the parent's): no events, no fault-injection plan, no observer
     "resources",  # the child's own references are tracked afresh
     "children", "next_pid",  # a new process: no children of its own yet
+    "notifiers",  # MMU notifiers subscribe to one mm: the child has none (vmalab.mmu_notifier)
 })
 
 M = TypeVar("M", bound=MmStruct)
@@ -148,9 +150,13 @@ def vma_needs_copy(dst: VMA, src: VMA) -> bool:
 def copy_page_range(mm: MmStruct, child: MmStruct, dst: VMA, src: VMA) -> None:
     """Models mm/memory.c: copy_page_range(): the child's PTEs (of ``dst``) map the parent's pages (of
     ``src`` in ``mm``).  For a COW mapping both PTEs become read-only, which the model expresses through
-    ``Page.mapcount`` > 1 (a write fault then copies the page)."""
+    ``Page.mapcount`` > 1 (a write fault then copies the page).  For a COW mapping (is_cow_mapping():
+    private, may write) the parent's range is invalidated for its MMU notifiers
+    (MMU_NOTIFY_PROTECTION_PAGE): a writable translation an emulator holds must fault again."""
     if not vma_needs_copy(dst, src):
         return
+    if mm.notifiers and src.vm_flags & (C.VM_SHARED | C.VM_MAYWRITE) == C.VM_MAYWRITE:
+        invalidate_range(mm, src.vm_start, src.vm_end, "protect")
     for vpn, page in mm.pt.items(src.vm_start >> PAGE_SHIFT, src.vm_end >> PAGE_SHIFT):
         child.pt.set(vpn, page)
 
@@ -167,7 +173,10 @@ def exit_mmap(mm: MmStruct) -> None:
     """Models mm/mmap.c: exit_mmap(): unmap every VMA (unmap_vmas() drops each PTE's page
     reference), call vm_ops->close, drop the file references and release the commit charge
     (vm_unacct_memory()).  The counters (total_vm, locked_vm, ...) go back to zero; charges the
-    kernel leaked earlier (``leaked_commit``) stay."""
+    kernel leaked earlier (``leaked_commit``) stay.  The MMU notifiers are released first
+    (mmu_notifier_release()) and hear nothing of the teardown."""
+    if mm.notifiers:
+        mmu_notifier_release(mm)
     with mm.locks.mmap_write():  # remove_vma() runs under mmap_write_lock()
         for vma in list(mm.tree):
             mm.pt.zap(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT)

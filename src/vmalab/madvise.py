@@ -27,6 +27,7 @@ from .faults import anon_vma_prepare
 from .files import FMODE_WRITE, S_IFREG, File, Inode, vma_kernel_pagesize
 from .gup import faultin_page_range
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import invalidate_range
 from .pagetable import FILE, GUARD, Page
 from .vma import vma_modify
 from .vma_tree import VmaIterator
@@ -339,6 +340,8 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
         end &= ~(size - 1)
         if end > start:
             mm.pt.zap_except_guards(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+            if mm.notifiers:
+                invalidate_range(mm, start, end, "zap")
         return 0
     forbidden = C.VM_PFNMAP | (0 if advice == MADV_DONTNEED_LOCKED else C.VM_LOCKED)
     if vma.vm_flags & forbidden:
@@ -346,9 +349,13 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
     if advice == MADV_FREE:
         if not vma.is_anonymous():
             return -errno.EINVAL  # madvise_free_single_vma(): anonymous memory only
+        if mm.notifiers:  # madvise_free_single_vma() clears dirty and young bits (MMU_NOTIFY_CLEAR)
+            invalidate_range(mm, start, end, "zap")
         return 0
     mm.pt.zap_except_guards(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
     mm.pt.reclaim_empty_tables(start >> PAGE_SHIFT, end >> PAGE_SHIFT)  # details.reclaim_pt
+    if mm.notifiers:  # zap_page_range_single(): MMU_NOTIFY_CLEAR
+        invalidate_range(mm, start, end, "zap")
     mm.probe.trace("madvise", "zapped", start=start, end=end)
     return 0
 
@@ -388,6 +395,8 @@ def _punch_hole(mm: MmStruct, inode: Inode, first: int, last: int) -> None:
         for vpn, p in mm.pt.items(base + lo, base + hi):
             if p.kind == FILE:
                 mm.pt.zap(vpn, vpn + 1)
+        if mm.notifiers:  # unmap_mapping_range() -> zap_page_range_single(): MMU_NOTIFY_CLEAR
+            invalidate_range(mm, (base + lo) << PAGE_SHIFT, (base + hi) << PAGE_SHIFT, "zap")
     for pgoff in [k for k in inode.pages if first <= k < last]:
         del inode.pages[pgoff]
 
@@ -424,6 +433,8 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
         if p.kind != FILE or p.mapcount != 1:
             continue  # anonymous, zero page, guard marker, or mapped more than once
         mm.pt.zap(vpn, vpn + 1)
+        if mm.notifiers:  # try_to_unmap(): MMU_NOTIFY_CLEAR of the page
+            invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
         pgoff = vma.pgoff_at(vpn << PAGE_SHIFT)
         # a clean folio leaves the cache: a regular file's (its data is on disk) and a shmem one's that
         # was never written (it reads back as zeroes); dirty shmem folios cannot go without swap
@@ -463,6 +474,8 @@ def _madvise_guard_install(mm: MmStruct, vma: VMA, start: int, end: int) -> int:
         return -errno.ENOMEM
     for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
         mm.pt.set(vpn, GUARD_MARKER)
+    if mm.notifiers:  # what was mapped is zapped (zap_page_range_single(): MMU_NOTIFY_CLEAR)
+        invalidate_range(mm, start, end, "zap")
     mm.probe.trace("madvise", "guard markers installed", start=start, end=end)
     return 0
 
@@ -474,6 +487,8 @@ def _madvise_guard_remove(mm: MmStruct, vma: VMA, start: int, end: int) -> int:
     for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
         if p.kind == GUARD:
             mm.pt.zap(vpn, vpn + 1)
+    if mm.notifiers:  # the markers are gone: a mirror that kept them drops them
+        invalidate_range(mm, start, end, "zap")
     return 0
 
 

@@ -27,6 +27,7 @@ from .constants import (
 from .files import vma_is_secretmem
 from .gup import populate_range
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import vma_changed
 from .vma import vma_modify
 from .vma_tree import VmaIterator
 
@@ -179,6 +180,8 @@ def mlock_fixup(mm: MmStruct, vma: VMA, prev: VMA | None, start: int, end: int, 
     mm.locked_vm += nr_pages
     # vma_modify() keeps the sticky flags of merged VMAs; the lock bits are exactly newflags'.
     r.vm_flags = (r.vm_flags & ~VM_LOCKED_MASK) | (newflags & VM_LOCKED_MASK)
+    if mm.notifiers:
+        vma_changed(mm, r.vm_start, r.vm_end)
     return r
 
 

@@ -17,8 +17,8 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any, SupportsIndex
 
+from . import access, fdtable, files, gup, vma
 from . import constants as C
-from . import fdtable, files, gup, vma
 from .debug import ValidationError, validate_mm
 from .faults import Fault, touch
 from .files import File, FileOperations, Inode
@@ -27,6 +27,8 @@ from .madvise import process_madvise
 from .madvise import sys_set_vma_anon_name as _set_vma_anon_name
 from .mincore import mincore_vma
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import MmuNotifier, mmu_notifier_register, mmu_notifier_unregister
+from .pagetable import Page
 from .procfs import import_maps, pss_bytes, read_process, rss_pages
 from .profiles import DEFAULT_PROFILE, get_profile
 from .syscalls import RET_VEC, SYSCALLS
@@ -280,6 +282,45 @@ class MM(MmStruct):
         """A user access of one byte (:func:`vmalab.faults.touch`): the byte read (None for a write), or
         raises :class:`vmalab.Fault`."""
         return touch(self, addr, write, value)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """``n`` bytes read by the process at ``addr`` (:func:`vmalab.access.read`): every page faults like
+        :meth:`touch`; raises :class:`vmalab.Fault`."""
+        return access.read(self, addr, n)
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``addr`` as the process (:func:`vmalab.access.write`); a fault leaves the
+        pages before the faulting one written and raises :class:`vmalab.Fault`."""
+        access.write(self, addr, data)
+
+    def fetch(self, addr: int, n: int) -> bytes:
+        """``n`` bytes fetched as instructions at ``addr`` (:func:`vmalab.access.fetch`): needs VM_EXEC."""
+        return access.fetch(self, addr, n)
+
+    def page_at(self, addr: int) -> Page | None:
+        """The page mapped at ``addr`` or None, without a fault (:func:`vmalab.access.page_at`)."""
+        return access.page_at(self, addr)
+
+    def snapshot(self) -> access.MmSnapshot:
+        """A copy-on-write snapshot of the whole mm (:func:`vmalab.access.snapshot`); not a fork."""
+        return access.snapshot(self)
+
+    def restore(self, snap: access.MmSnapshot) -> None:
+        """Put back the state of ``snap`` (:func:`vmalab.access.restore`); ``snap`` stays usable."""
+        access.restore(self, snap)
+
+    def set_brk_base(self, start_brk: int, brk: int | None = None) -> None:
+        """Set ``start_brk`` and ``brk`` for an image loaded outside :meth:`exec`
+        (:func:`vmalab.access.set_brk_base`)."""
+        access.set_brk_base(self, start_brk, brk)
+
+    def mmu_notifier_register(self, n: MmuNotifier) -> None:
+        """Subscribe ``n`` to this mm's events (:func:`vmalab.mmu_notifier.mmu_notifier_register`)."""
+        mmu_notifier_register(self, n)
+
+    def mmu_notifier_unregister(self, n: MmuNotifier) -> None:
+        """Unsubscribe ``n`` (:func:`vmalab.mmu_notifier.mmu_notifier_unregister`)."""
+        mmu_notifier_unregister(self, n)
 
     def fork(self) -> MM:
         """fork(2) as the address space sees it (:func:`vmalab.fork.fork`): the child's new ``MM``;

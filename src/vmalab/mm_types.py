@@ -25,6 +25,7 @@ from .vma_tree import VmaTree
 
 if TYPE_CHECKING:
     from .files import File, VmOperations
+    from .mmu_notifier import MmuNotifier
     from .profiles import KernelProfile
 
 VM_STACK = VM_GROWSDOWN
@@ -147,6 +148,9 @@ class MmStruct:
         self.tree = VmaTree()
         self.locks.attached = lambda v: self.tree.lookup(v.vm_start) is v  # held() names attached VMAs
         self.pt = PageTable()
+        # MMU notifiers (vmalab.mmu_notifier): one list, shared with the page table and the VMA tree
+        self.notifiers: list[MmuNotifier] = []
+        self.pt.notifiers = self.tree.notifiers = self.notifiers
         self.rng = random.Random(seed)
         self.randomize = randomize
         rnd = (self.rng.getrandbits(28) << PAGE_SHIFT) if randomize else 0

@@ -41,6 +41,7 @@ from .files import (
 from .gup import mm_populate
 from .layout import get_unmapped_area, round_hint_to_min
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import invalidate_range
 from .vma import (
     VmaMunmap,
     do_vmi_munmap,
@@ -368,6 +369,8 @@ def __mmap_new_vma(mm: MmStruct, map: MmapState) -> VMA | tuple[int, str]:
                 if vma.vm_file is not None:
                     fput(mm, vma.vm_file)
                 mm.pt.zap(addr >> PAGE_SHIFT, end >> PAGE_SHIFT)  # unmap_region(): undo partial PTEs
+                if mm.notifiers:
+                    invalidate_range(mm, addr, end, "unmap")
                 return e, "->mmap"
             map.vm_flags = vma.vm_flags
     elif map.vm_flags & VM_SHARED:

@@ -14,6 +14,7 @@ from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED, VM_SHARED, VM_WRITE
 from .gup import mm_populate
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import invalidate_range
 from .vma import vma_modify
 from .vma_tree import VmaIterator
 
@@ -108,6 +109,8 @@ def mprotect_fixup(mm: MmStruct, vma: VMA, prev: VMA | None, start: int, end: in
         mm.vm_unacct_memory(nrpages)
     mm.vm_stat_account(oldflags, -nrpages)
     mm.vm_stat_account(newflags, nrpages)
+    if mm.notifiers:  # change_protection(): MMU_NOTIFY_PROTECTION_VMA over the changed part
+        invalidate_range(mm, start, end, "protect")
     # change_protection(): a PTE that no longer permits access stays, permissions are per VMA here.
     # A private VM_LOCKED VMA becoming writable: populate_vma_page_range() breaks COW now (not for
     # VM_LOCKONFAULT, which populate_vma_page_range() leaves alone).

@@ -27,6 +27,7 @@ from .files import vma_kernel_pagesize
 from .gup import mm_populate
 from .layout import get_unmapped_area
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import invalidate_range, vma_changed
 from .vma import copy_vma, do_vmi_munmap, merge_new_range
 from .vma_tree import VmaIterator
 
@@ -384,6 +385,12 @@ def _copy_vma_and_data(mm: MmStruct, vrm: VmaRemap) -> VMA:
     new_vma = copy_vma(mm, vma, vrm.new_addr, vrm.new_len, vma.pgoff_at(vrm.addr))
     if vrm.old_len:
         mm.pt.move(vrm.addr >> PAGE_SHIFT, vrm.new_addr >> PAGE_SHIFT, vrm.old_len >> PAGE_SHIFT)
+        if mm.notifiers:
+            # move_page_tables(): the source range is invalidated; the moved PTEs are set at their new place
+            invalidate_range(mm, vrm.addr, vrm.addr + vrm.old_len, "move")
+            for vpn, page in mm.pt.items(vrm.new_addr >> PAGE_SHIFT, (vrm.new_addr + vrm.old_len) >> PAGE_SHIFT):
+                for n in list(mm.notifiers):
+                    n.pte_set(vpn, page)
     # the source VMA may have been merged into the new one: look it up again.
     vrm.vma = mm.tree.lookup(vrm.addr) or new_vma
     return new_vma
@@ -415,10 +422,14 @@ def _unmap_source_vma(mm: MmStruct, vrm: VmaRemap) -> None:
             left = mm.tree.prev(start)
             if left is not None:
                 left.vm_flags |= VM_ACCOUNT
+                if mm.notifiers:
+                    vma_changed(mm, left.vm_start, left.vm_end)
         if vm_end > end:
             right = mm.tree.next(end)
             if right is not None:
                 right.vm_flags |= VM_ACCOUNT
+                if mm.notifiers:
+                    vma_changed(mm, right.vm_start, right.vm_end)
 
 
 def _dontunmap_complete(mm: MmStruct, vrm: VmaRemap, new_vma: VMA) -> None:
@@ -431,6 +442,8 @@ def _dontunmap_complete(mm: MmStruct, vrm: VmaRemap, new_vma: VMA) -> None:
         # measured, scenario mremap_dontunmap_locked_vmlck); they stay counted for the life of the mm.
         mm.leaked_locked += vma.pages
     vma.vm_flags &= ~C.VM_LOCKED_MASK
+    if mm.notifiers:
+        vma_changed(mm, vma.vm_start, vma.vm_end)
     if new_vma is not vma and vrm.addr == vma.vm_start and vrm.addr + vrm.old_len == vma.vm_end:
         vma.anon_vma = None
         vma.avc_len = 0

@@ -14,6 +14,7 @@ import errno
 
 from .constants import PAGE_SIZE, ULONG_MASK, VM_SEALED, page_align
 from .mm_types import VMA, MmStruct
+from .mmu_notifier import vma_changed
 from .vma import vma_modify
 from .vma_tree import VmaIterator
 
@@ -65,6 +66,8 @@ def mseal_apply(mm: MmStruct, start: int, end: int) -> int:
             if isinstance(r, int):
                 return r
             r.vm_flags |= VM_SEALED
+            if mm.notifiers:
+                vma_changed(mm, r.vm_start, r.vm_end)
             # After a modification the VMA iterator is left on the resulting (possibly merged) VMA,
             # which the loop then meets once more (measured: mseal_merge_revisits_merged_vma).
             prev = r

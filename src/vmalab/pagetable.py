@@ -7,7 +7,13 @@ page, and how many PTEs map each page (for PSS, which smaps' ``Locked:`` is comp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from ._mypyc import mypyc_attr
+
+if TYPE_CHECKING:
+    from .mmu_notifier import MmuNotifier
 
 ANON = "anon"
 FILE = "file"
@@ -22,12 +28,18 @@ PTE_SHIFT = 9
 
 class Page:
     """One 4 KiB page: ``kind`` is ``anon``, ``file`` (page cache) or ``zero`` (the shared zero page), or
-    ``guard``: a guard-region PTE marker (not resident, not counted in Rss).
-    ``data`` holds the non-zero bytes sparsely (offset -> value)."""
+    ``guard``: a guard-region marker (not resident, not counted in Rss).
 
-    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot", "uptodate")
+    Contents: ``base`` is None (zeroes) or 4096 immutable bytes (a file page's bytes from its inode's
+    content provider, or an anonymous page compacted after many writes), and ``data`` holds the bytes
+    written over it sparsely (offset -> value).  ``data`` empty means the page was never written (a
+    page-cache page is clean).  Neither is ever mutated while ``frozen`` (a snapshot, :mod:`vmalab.access`,
+    refers to them): a write first gives the page a copy of ``data``, and a compaction replaces both."""
 
-    def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0) -> None:
+    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot", "uptodate", "base", "frozen")
+
+    def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0,
+                 base: bytes | None = None) -> None:
         self.kind = kind
         self.mapcount = 0
         self.data: dict[int, int] = {} if data is None else data
@@ -36,15 +48,40 @@ class Page:
         # page cache: PG_uptodate.  A folio created without being read (ext4's partial-block zeroing on a
         # truncate over a hole) is in the cache (mincore 1) but fault-around skips it until it is read.
         self.uptodate = True
+        self.base: bytes | None = base
+        self.frozen = False
 
     def read(self, off: int) -> int:
-        return self.data.get(off, 0)
+        v = self.data.get(off)
+        if v is not None:
+            return v
+        b = self.base
+        return 0 if b is None else b[off]
 
     def write(self, off: int, value: int) -> None:
-        if value:
+        if self.frozen:
+            self.data = dict(self.data)
+            self.frozen = False
+        if value or self.base is not None:
             self.data[off] = value
         else:
             self.data.pop(off, None)
+
+    def copy_data(self, kind: str) -> Page:
+        """A new page of ``kind`` with this page's contents (a COW copy: ``base`` is shared, immutable)."""
+        return Page(kind, dict(self.data), base=self.base)
+
+    def zero_from(self, off: int) -> None:
+        """Zero the bytes from ``off`` to the end of the page (truncation's partial-page zeroing)."""
+        data = self.data
+        if self.frozen:
+            data = self.data = dict(data)
+            self.frozen = False
+        for o in [o for o in data if o >= off]:
+            del data[o]
+        b = self.base
+        if b is not None and any(b[off:]):
+            self.base = b[:off] + bytes(len(b) - off)
 
     def __repr__(self) -> str:
         return f"Page({self.kind}, mapcount={self.mapcount})"
@@ -61,7 +98,7 @@ class PageTable:
     outlives its PTEs until free_pgtables() or PT_RECLAIM frees it).
     """
 
-    __slots__ = ("_dir", "_count", "rss", "hiwater_rss", "tables")
+    __slots__ = ("_dir", "_count", "rss", "hiwater_rss", "tables", "notifiers")
 
     def __init__(self) -> None:
         self._dir: dict[int, dict[int, Page]] = {}
@@ -70,6 +107,8 @@ class PageTable:
         self.hiwater_rss = 0  # update_hiwater_rss(): the peak of rss, raised before every zap lowers it
         # the 2 MiB regions (vpn >> 9) that have a PTE table (pmd_none() is false)
         self.tables: set[int] = set()
+        # the mm's MMU notifiers (vmalab.mmu_notifier.attach() shares the mm's list): told of every PTE set
+        self.notifiers: list[MmuNotifier] = []
 
     def __len__(self) -> int:
         return self._count
@@ -99,6 +138,9 @@ class PageTable:
         page.mapcount += 1
         self.rss += page.kind not in NOT_IN_RSS
         t[vpn] = page
+        if self.notifiers:
+            for n in list(self.notifiers):
+                n.pte_set(vpn, page)
 
     def has_table(self, vpn: int) -> bool:
         """Whether the 2 MiB region of ``vpn`` has a PTE table (its PMD entry is not none)."""
@@ -192,6 +234,20 @@ class PageTable:
             if hi - lo == PTRS_PER_PTE and not d_lo & (PTRS_PER_PTE - 1) and d_lo >> PTE_SHIFT not in self.tables:
                 self.tables.discard(t)
             self.tables.update(range(d_lo >> PTE_SHIFT, ((hi - 1 - src_vpn + dst_vpn) >> PTE_SHIFT) + 1))
+
+    def copy_ptes(self) -> dict[int, dict[int, Page]]:
+        """The PTEs, region by region, in new dicts (a snapshot's shallow copy: the pages are shared)."""
+        return {ti: dict(t) for ti, t in self._dir.items()}
+
+    def load_ptes(self, ptes: dict[int, dict[int, Page]], count: int, rss: int, hiwater_rss: int,
+                  tables: Iterable[int]) -> None:
+        """Replace every PTE by ``ptes`` (as :meth:`copy_ptes` gave them) with the counters that go with
+        them; mapcounts are the caller's (a snapshot's restore)."""
+        self._dir = ptes
+        self._count = count
+        self.rss = rss
+        self.hiwater_rss = hiwater_rss
+        self.tables = {*tables}
 
     def all_items(self) -> list[tuple[int, Page]]:
         return sorted(kv for t in self._dir.values() for kv in t.items())

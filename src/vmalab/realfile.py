@@ -15,14 +15,16 @@ stay shared as the kernel's are.
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 
+from .constants import PAGE_SHIFT, PAGE_SIZE
 from .fdtable import FILE_KINDS
 from .files import FMODE_READ, FMODE_WRITE, File, FileOperations, Inode, ShmemFileOps
 from .mm_types import MmStruct
 
-__all__ = ["THP_FILE_SYSTEMS", "MountInfo", "find_inode", "mount_of", "open_real"]
+__all__ = ["THP_FILE_SYSTEMS", "MountInfo", "RealContent", "find_inode", "mount_of", "open_real"]
 
 #: file systems whose regular files' f_op->get_unmapped_area is thp_get_unmapped_area() (6.18)
 THP_FILE_SYSTEMS = frozenset({"ext4", "ext2", "ext3", "xfs"})
@@ -89,6 +91,29 @@ def find_inode(mm: MmStruct, dev: tuple[int, int], ino: int) -> Inode | None:
     return None
 
 
+class RealContent:
+    """The content provider of a real file's inode (:attr:`vmalab.files.Inode.content`): ``self(pgoff)``
+    reads page ``pgoff`` of the file, as ->read_folio() reads it from the disk.  The file is opened and
+    mapped read-only at the first read, and stays mapped while the inode lives; unreadable: zeroes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._map: mmap.mmap | bytes | None = None
+
+    def __call__(self, pgoff: int) -> bytes:
+        m = self._map
+        if m is None:
+            try:
+                with open(self.path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) if size else b""
+            except (OSError, ValueError):
+                m = b""
+            self._map = m
+        off = pgoff << PAGE_SHIFT
+        return bytes(m[off:off + PAGE_SIZE])
+
+
 def open_real(mm: MmStruct, path: str, flags: int = os.O_RDONLY, *, mountinfo: str | None = None) -> File:
     """Open the real file ``path`` for ``mm``: a :class:`File` (one reference, not installed in the
     descriptor table: :func:`vmalab.fdtable.install` does that) whose inode carries the real device,
@@ -104,6 +129,8 @@ def open_real(mm: MmStruct, path: str, flags: int = os.O_RDONLY, *, mountinfo: s
     inode = find_inode(mm, dev, st.st_ino)
     if inode is None:
         inode = Inode(st.st_ino, dev, size=st.st_size, noexec=mnt.noexec)
+        if os.path.isfile(real):
+            inode.content = RealContent(real)
     f_op: FileOperations
     if mnt.fstype in ("tmpfs", "shmem"):
         f_op = ShmemFileOps()

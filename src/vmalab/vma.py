@@ -24,6 +24,7 @@ from . import constants as C
 from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_SPECIAL
 from .files import File, fput
 from .mm_types import VMA, AnonVma, MmStruct
+from .mmu_notifier import invalidate_range, vma_changed
 
 __all__ = [
     "VMA", "AnonVma",  # their home is vmalab.mm_types; importable from here for this release
@@ -324,6 +325,8 @@ def vma_modify(mm: MmStruct, vma: VMA, prev: VMA | None, start: int, end: int, n
     mm.locks.vma_start_write(vma)  # the caller's vma_start_write() / vm_flags_reset() before the change
     vma.vm_flags = new_flags | (vma.vm_flags & C.VM_STICKY)
     vma.anon_name = name
+    if mm.notifiers:
+        vma_changed(mm, vma.vm_start, vma.vm_end)
     return vma
 
 
@@ -416,9 +419,16 @@ def _reattach(mm: MmStruct, vms: VmaMunmap) -> None:
 
 
 def vms_clean_up_area(mm: MmStruct, vms: VmaMunmap) -> None:
-    """Models mm/vma.c: vms_clean_up_area(): zap the PTEs of the detached VMAs and call their ->close."""
+    """Models mm/vma.c: vms_clean_up_area(): zap the PTEs of the detached VMAs and call their ->close.
+    unmap_vmas() invalidates the whole range ``[vms.start, vms.end)`` for the MMU notifiers, holes
+    included (MMU_NOTIFY_UNMAP)."""
+    if mm.notifiers and vms.detached:
+        for v in vms.detached:
+            mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
+        invalidate_range(mm, vms.start, vms.end, "unmap")  # unmap_vmas() ends before the ->close calls
     for v in vms.detached:
-        mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
+        if not mm.notifiers:
+            mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
         if v.vm_ops is not None:
             mm.callback("close", functools.partial(v.vm_ops.close, v), vma=v)
     # free_pgtables(): the PTE table of each 2 MiB region that no remaining VMA touches goes too

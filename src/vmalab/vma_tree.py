@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .mm_types import VMA
+    from .mmu_notifier import MmuNotifier
 
 _END = attrgetter("vm_end")
 DEFAULT_LOAD = 32
@@ -42,7 +43,7 @@ class VmaTree:
     """
 
     __slots__ = ("_keys", "_vmas", "_maxes", "_gap", "_cnt", "_load", "_len", "_seg", "_size", "_dirty",
-                 "_seg_ok")
+                 "_seg_ok", "notifiers")
 
     def __init__(self, load: int | None = None) -> None:
         self._load = max(4, load or DEFAULT_LOAD)
@@ -56,9 +57,27 @@ class VmaTree:
         self._size = 0  # leaves of the segment tree (a power of two >= the number of sublists)
         self._dirty: set[int] = set()  # sublists whose leaf of the segment tree is out of date
         self._seg_ok = False  # False after sublists were split, merged or dropped: rebuild
+        # the mm's MMU notifiers (vmalab.mmu_notifier.attach()): told of every VMA inserted, erased or resized
+        self.notifiers: list[MmuNotifier] = []
 
     def __len__(self) -> int:
         return self._len
+
+    def clone(self) -> VmaTree:
+        """A copy of the tree holding copies of its VMAs (``VMA.copy()``), built list by list in O(n): the
+        summaries stay as they are.  No notifiers."""
+        new = VmaTree(self._load)
+        new._keys = [list(k) for k in self._keys]
+        new._vmas = [[v.copy() for v in vs] for vs in self._vmas]
+        new._maxes = list(self._maxes)
+        new._gap = list(self._gap)
+        new._cnt = list(self._cnt)
+        new._len = self._len
+        new._seg = list(self._seg)
+        new._size = self._size
+        new._dirty = set(self._dirty)
+        new._seg_ok = self._seg_ok
+        return new
 
     def __iter__(self) -> Iterator[VMA]:
         return iter([v for vmas in self._vmas for v in vmas])
@@ -228,10 +247,17 @@ class VmaTree:
         return -1
 
     # -- mutation --------------------------------------------------------------------------------------
+    def _changed(self, start: int, end: int) -> None:
+        """Tell the notifiers that VMAs over ``[start, end)`` changed (vma_changed())."""
+        for n in list(self.notifiers):
+            n.vma_changed(start, end)
+
     def insert(self, vma: VMA) -> None:
         start = vma.vm_start
         maxes = self._maxes
         self._len += 1
+        if self.notifiers:
+            self._changed(start, vma.vm_end)
         if not maxes:
             self._keys.append([start])
             self._vmas.append([vma])
@@ -265,6 +291,8 @@ class VmaTree:
         keys, vmas = self._keys[j], self._vmas[j]
         if vmas[i] is not vma:
             raise KeyError(vma.vm_start)
+        if self.notifiers:
+            self._changed(vma.vm_start, vma.vm_end)
         prev_end = self._prev_end(j, i)
         below = vma.vm_start - prev_end
         del keys[i], vmas[i]
@@ -293,6 +321,8 @@ class VmaTree:
         j, i = self._pos(vma.vm_start)
         old = vma.vm_start
         vma.vm_start = start
+        if self.notifiers:
+            self._changed(min(old, start), vma.vm_end)
         keys = self._keys[j]
         keys[i] = start
         if i == len(keys) - 1:
@@ -306,6 +336,8 @@ class VmaTree:
         vma.vm_end = end
         if old == end:
             return
+        if self.notifiers:
+            self._changed(vma.vm_start, max(old, end))
         j, i = self._pos(vma.vm_start)
         if i + 1 < len(self._keys[j]):
             nj, nstart = j, self._keys[j][i + 1]
