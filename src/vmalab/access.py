@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import constants as C
-from .constants import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK, VM_GROWSDOWN, VM_WRITE
-from .faults import Fault, expand_downwards, handle_mm_fault
+from .constants import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
+from .faults import FETCH, READ, WRITE, fault_page
 from .files import File
 from .fork import FORK_COPIED, FORK_REBUILT
 from .mm_types import MmStruct
 from .mmu_notifier import attach
-from .pagetable import ANON, GUARD, Page
+from .pagetable import ANON, Page
 from .vma_tree import VmaTree
 
 __all__ = ["COMPACT_AFTER", "MmSnapshot", "fetch", "fault_page", "page_at", "read", "restore", "set_brk_base",
@@ -40,39 +40,6 @@ __all__ = ["COMPACT_AFTER", "MmSnapshot", "fetch", "fault_page", "page_at", "rea
 #: an anonymous page whose ``data`` holds more written bytes than this is compacted into its ``base``
 COMPACT_AFTER = 512
 
-READ, WRITE, FETCH = 0, 1, 2
-
-
-def fault_page(mm: MmStruct, addr: int, kind: int) -> Page:
-    """The page a user access of ``kind`` (READ, WRITE, FETCH) at ``addr`` reaches, after the fault that
-    :func:`vmalab.faults.touch` takes for it; raises :class:`Fault`."""
-    addr &= ULONG_MASK
-    vma = mm.tree.find(addr)
-    if vma is None:
-        raise Fault("SIGSEGV", addr, "MAPERR")
-    if vma.vm_start > addr:
-        if not vma.vm_flags & VM_GROWSDOWN or expand_downwards(mm, vma, addr):
-            raise Fault("SIGSEGV", addr, "MAPERR")
-    flags = vma.vm_flags
-    write = kind == WRITE
-    if write and not flags & VM_WRITE:
-        raise Fault("SIGSEGV", addr, "ACCERR")
-    if not write and not flags & C.VM_ACCESS_FLAGS:
-        raise Fault("SIGSEGV", addr, "ACCERR")
-    if kind == FETCH and not flags & C.VM_EXEC:
-        pte = mm.pt.get(addr >> PAGE_SHIFT)
-        if pte is not None and pte.kind != GUARD:
-            raise Fault("SIGSEGV", addr, "ACCERR")  # present and NX: X86_PF_PROT | X86_PF_INSTR
-    sig = handle_mm_fault(mm, vma, addr, write)
-    while sig == "OOM":  # VM_FAULT_OOM: pagefault_out_of_memory() ran; the access faults again
-        sig = handle_mm_fault(mm, vma, addr, write)
-    if sig is not None:
-        raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
-    if kind == FETCH and not flags & C.VM_EXEC:
-        raise Fault("SIGSEGV", addr, "ACCERR")  # the read fault mapped it; the retried fetch hits NX
-    page = mm.pt.get(addr >> PAGE_SHIFT)
-    assert page is not None
-    return page
 
 
 def _page_bytes(page: Page, lo: int, hi: int) -> bytes:

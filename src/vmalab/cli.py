@@ -935,10 +935,12 @@ def port_check(old: str, new: str, profile: str | None, no_faults: bool, as_json
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--engine", type=click.Choice(["unicorn", "qiling"]), default="unicorn", show_default=True,
               help="The emulator that runs the program's instructions.")
+@click.option("--mode", type=click.Choice(["mmu", "mirror"]), default="mmu", show_default=True,
+              help="Unicorn: vmalab as the MMU (virtual TLB), or Unicorn's regions mirroring vmalab's VMAs.")
 @click.option("-i", "--ignore-environment", is_flag=True, help="Start the program with an empty environment.")
 @click.argument("program", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def emulate(engine: str, ignore_environment: bool, program: str, args: tuple[str, ...]) -> None:
+def emulate(engine: str, mode: str, ignore_environment: bool, program: str, args: tuple[str, ...]) -> None:
     """Run PROGRAM (a static x86-64 Linux ELF) in an emulator with vmalab as its address space.
 
     Its stdout and stderr pass through; the exit status is the program's, or 128 + the signal it died
@@ -966,7 +968,7 @@ def emulate(engine: str, ignore_environment: bool, program: str, args: tuple[str
     from .adapters import unicorn as uc_adapter
 
     try:
-        res = uc_adapter.run(program, argv, envp)
+        res = uc_adapter.run(program, argv, envp, mode=mode)
     except uc_adapter.UnicornUnavailable as e:
         raise CliError(str(e)) from None
     except (ExecError, OSError) as e:

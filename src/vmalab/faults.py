@@ -43,9 +43,13 @@ class Fault(Exception):
         self.code = code
 
 
-def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int | None:
-    """A user access of one byte: returns the byte read (None for a write), or raises :class:`Fault`.
-    Models arch/x86/mm/fault.c: do_user_addr_fault() and mm/memory.c: handle_mm_fault()."""
+READ, WRITE, FETCH = 0, 1, 2
+
+
+def fault_page(mm: MmStruct, addr: int, kind: int) -> Page:
+    """The page a user access of ``kind`` (READ, WRITE, FETCH) at ``addr`` reaches, after the fault it
+    takes; raises :class:`Fault`.  Models arch/x86/mm/fault.c: do_user_addr_fault() (access_error(); a
+    fetch from a present NX page is X86_PF_PROT | X86_PF_INSTR) and mm/memory.c: handle_mm_fault()."""
     addr &= ULONG_MASK
     vma = mm.tree.find(addr)
     if vma is None:
@@ -54,17 +58,31 @@ def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int |
         if not vma.vm_flags & VM_GROWSDOWN or expand_downwards(mm, vma, addr):
             raise Fault("SIGSEGV", addr, "MAPERR")
     flags = vma.vm_flags
+    write = kind == WRITE
     if write and not flags & VM_WRITE:
         raise Fault("SIGSEGV", addr, "ACCERR")
     if not write and not flags & C.VM_ACCESS_FLAGS:
         raise Fault("SIGSEGV", addr, "ACCERR")
+    if kind == FETCH and not flags & C.VM_EXEC:
+        pte = mm.pt.get(addr >> PAGE_SHIFT)
+        if pte is not None and pte.kind != GUARD:
+            raise Fault("SIGSEGV", addr, "ACCERR")  # present and NX: X86_PF_PROT | X86_PF_INSTR
     sig = handle_mm_fault(mm, vma, addr, write)
     while sig == "OOM":  # VM_FAULT_OOM: pagefault_out_of_memory() ran; the access faults again
         sig = handle_mm_fault(mm, vma, addr, write)
     if sig is not None:
         raise Fault(sig, addr, "MAPERR" if sig == "SIGSEGV" else "ADRERR")
+    if kind == FETCH and not flags & C.VM_EXEC:
+        raise Fault("SIGSEGV", addr, "ACCERR")  # the read fault mapped it; the retried fetch hits NX
     page = mm.pt.get(addr >> PAGE_SHIFT)
     assert page is not None
+    return page
+
+
+def touch(mm: MmStruct, addr: int, write: bool = False, value: int = 1) -> int | None:
+    """A user access of one byte: returns the byte read (None for a write), or raises :class:`Fault`
+    (:func:`fault_page`, then the byte)."""
+    page = fault_page(mm, addr, WRITE if write else READ)
     off = addr & (PAGE_SIZE - 1)
     if write:
         page.write(off, value & 0xFF)

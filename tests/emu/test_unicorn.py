@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,7 @@ CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc) to build the test programs")
 #: si_code of SIGSEGV (include/uapi/asm-generic/siginfo.h)
 SEGV_CODES = {"MAPERR": 1, "ACCERR": 2}
+PAGE = 4096
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +63,16 @@ def native(built: dict[str, str], name: str, tmp_path: Path) -> tuple[bytes, lis
 
 
 @needs_cc
+@pytest.mark.parametrize("mode", ["mmu", "mirror"])
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_program_same_as_native(built: dict[str, str], name: str, tmp_path: Path) -> None:
+def test_program_same_as_native(built: dict[str, str], name: str, mode: str, tmp_path: Path) -> None:
     uc = pytest.importorskip("vmalab.adapters.unicorn")
     if not uc.available():
         pytest.skip("unicorn is not installed (pip install 'vmalab[unicorn]')")
     want_out, report = native(built, name, tmp_path)
     out, err = io.BytesIO(), io.BytesIO()
     path = built[name]
-    res = uc.run(path, [path], [], stdout=out, stderr=err)
+    res = uc.run(path, [path], [], stdout=out, stderr=err, mode=mode)
     assert out.getvalue().decode() == want_out.decode()
     assert b"/proc/self/maps" in want_out  # each program prints its maps
     assert res.unsupported == "", res.unsupported
@@ -83,8 +86,91 @@ def test_program_same_as_native(built: dict[str, str], name: str, tmp_path: Path
         assert sig[0] == "signal" and int(sig[1]) == res.signal
         assert res.fault is not None and SEGV_CODES[res.fault.code] == int(sig[3])
         assert int(sig[5], 16) >> 12 == res.fault.addr >> 12  # the TLB fill hook sees the page only
+        if mode == "mirror":
+            assert int(sig[5], 16) == res.fault.addr  # a memory hook sees the byte
         assert res.pc == int(sig[7], 16)
         assert res.status == 128 + res.signal
+
+
+def _uc_perms(uc: Any, addr: int) -> int | None:
+    """The permissions of Unicorn's region holding ``addr`` (mem_regions() ends are inclusive), or None."""
+    return next((p for s, e, p in uc.mem_regions() if s <= addr <= e), None)
+
+
+def _mirror_machine(built: dict[str, str]) -> Any:
+    uc = pytest.importorskip("vmalab.adapters.unicorn")
+    if not uc.available():
+        pytest.skip("unicorn is not installed (pip install 'vmalab[unicorn]')")
+    return uc.Machine(built["brk"], [built["brk"]], [], stdout=io.BytesIO(), stderr=io.BytesIO(), mode="mirror")
+
+
+@needs_cc
+def test_mirror_store_to_a_page_made_writable_by_the_fault_lands(built: dict[str, str]) -> None:
+    """unicorn#2368: a store retried after the write-protect hook granted the page is dropped by Unicorn; the
+    mirror stops at the store, faults the page in through vmalab and runs the instruction again."""
+    m = _mirror_machine(built)
+    mm = m.mm
+    data = mm.mmap(None, 2 * PAGE, 3, 0x22)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    code = mm.mmap(None, PAGE, 7, 0x22)
+    m.mirror.apply()
+    value = 0x1122334455667788
+    # mov rcx, data+4092; mov rax, value; mov [rcx], rax (across two pages); mov byte [rcx+8], 0x5a;
+    # mov eax, 60; mov edi, 7; syscall (exit 7)
+    prog = (b"\x48\xb9" + (data + PAGE - 4).to_bytes(8, "little") + b"\x48\xb8" + value.to_bytes(8, "little")
+            + b"\x48\x89\x01" + b"\xc6\x41\x08\x5a" + b"\xb8\x3c\x00\x00\x00\xbf\x07\x00\x00\x00\x0f\x05")
+    m.write(code, prog)
+    assert mm.page_at(data) is None and mm.page_at(data + PAGE) is None  # not resident: no permission in Unicorn
+    res = m.run(begin=code)
+    assert res.exit_status == 7 and res.signal is None
+    assert m.read(data + PAGE - 4, 9) == value.to_bytes(8, "little") + b"\x5a"
+    # both pages were faulted in by vmalab (write faults: anonymous pages), and Unicorn may write them now
+    for a in (data, data + PAGE):
+        page = mm.page_at(a)
+        assert page is not None and page.kind == "anon"
+        assert a >> 12 in m.mirror.wr
+    # the bytes follow the pages out of Unicorn: mremap moves them (MREMAP_MAYMOVE|MREMAP_FIXED); run()
+    # unsubscribed the mirror when the program ended
+    mm.mmu_notifier_register(m.mirror)
+    target = mm.mmap(None, 2 * PAGE, 3, 0x22)
+    assert mm.syscall("mremap", data, 2 * PAGE, 2 * PAGE, 3, target) == target
+    m.mirror.apply()
+    assert m.read(target + PAGE - 4, 9) == value.to_bytes(8, "little") + b"\x5a"
+    assert all(not (s <= data < e + 1) for s, e, _ in m.uc.mem_regions())  # inclusive ends
+
+
+@needs_cc
+def test_mirror_regions_follow_the_vmas(built: dict[str, str]) -> None:
+    m = _mirror_machine(built)
+    mm, uc = m.mm, m.uc
+    a = mm.mmap(None, 4 * PAGE, 3, 0x22)
+    mm.mprotect(a + PAGE, PAGE, 1)
+    m.write(a, b"x")  # resident and writable: a write fault through vmalab
+    m.mirror.apply()
+    # one page resident (written: a write fault through vmalab); the others have no permission until touched
+    assert [_uc_perms(uc, a + i * PAGE) for i in range(4)] == [3, 0, 0, 0]
+    mm.munmap(a + PAGE, PAGE)
+    m.mirror.apply()
+    assert [_uc_perms(uc, a + i * PAGE) for i in range(4)] == [3, None, 0, 0]
+    assert m.read(a + 2 * PAGE, 1) == b"\0"  # a read fault: present in vmalab, read-only in Unicorn
+    assert [_uc_perms(uc, a + i * PAGE) for i in range(4)] == [3, None, 1, 0]
+    assert mm.page_at(a + 2 * PAGE) is not None
+    mm.syscall("madvise", a, PAGE, 4)  # MADV_DONTNEED: not resident, the bytes are zeros again
+    m.mirror.apply()
+    assert uc.mem_read(a, 1) == b"\0" and a >> 12 not in m.mirror.res
+    assert m.read(a, 1) == b"\0"
+
+
+def test_mirror_mode_needs_no_virtual_tlb(monkeypatch: pytest.MonkeyPatch) -> None:
+    uc = pytest.importorskip("vmalab.adapters.unicorn")
+    if not uc.available():
+        pytest.skip("unicorn is not installed (pip install 'vmalab[unicorn]')")
+    import unicorn
+
+    monkeypatch.delattr(unicorn, "UC_TLB_VIRTUAL")
+    with pytest.raises(uc.UnicornUnavailable, match="mode='mirror'"):
+        uc.Machine("/bin/true", ["/bin/true"])
+    with pytest.raises(ValueError, match="unknown mode"):
+        uc.Machine("/bin/true", ["/bin/true"], mode="shadow")
 
 
 def test_guard_is_the_fatal_one(built: dict[str, str], tmp_path: Path) -> None:
