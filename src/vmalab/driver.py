@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import constants as C
 from .constants import PAGE_SHIFT, PAGE_SIZE
 from .files import ProfileFeatureError
-from .pagetable import PFN, Page
+from .pagetable import PFN, Page, PfnPage
 
 if TYPE_CHECKING:
     from .files import File, VmOperations
@@ -305,7 +305,7 @@ def install_pfn_ptes(mm: MmStruct, addr: int, pfn: int, npages: int, pgprot: int
     not in Rss)."""
     vpn = addr >> PAGE_SHIFT
     for i in range(npages):
-        mm.pt.set(vpn + i, Page(PFN, pfn=pfn + i, pgprot=pgprot))
+        mm.pt.set(vpn + i, PfnPage(PFN, pfn=pfn + i, pgprot=pgprot))
 
 
 def is_valid_error(err: int) -> bool:

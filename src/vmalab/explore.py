@@ -53,7 +53,7 @@ from .files import FileOperations
 from .lockcheck import LockChecker, LockOrderGraph
 from .locking import LockError, Mutex, SelfDeadlock
 from .mm import MM, ValidationError
-from .pagetable import PFN
+from .pagetable import PFN, PfnPage
 from .profiles import PROFILES
 from .scenario import BASE, FdSpec, parse_scenario
 
@@ -391,7 +391,7 @@ def _outside_device(mm: MM) -> list[str]:
         if ranges is None:
             continue
         bad = [(vpn, pg.pfn) for vpn, pg in mm.pt.items(v.vm_start >> C.PAGE_SHIFT, v.vm_end >> C.PAGE_SHIFT)
-               if pg.kind == PFN and not any(b <= pg.pfn < b + n for b, n in ranges)]
+               if isinstance(pg, PfnPage) and pg.kind == PFN and not any(b <= pg.pfn < b + n for b, n in ranges)]
         if bad:
             dev = ", ".join(f"{b:#x}-{b + n - 1:#x}" for b, n in ranges)
             first_vpn, first_pfn = bad[0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .constants import PAGE_SHIFT, PAGE_SIZE, VM_DONTEXPAND, VM_HUGETLB, VM_NORESERVE, VM_WRITE
-from .pagetable import FILE, KERNEL, PFN, Page
+from .pagetable import FILE, KERNEL, PFN, Page, PfnPage
 
 if TYPE_CHECKING:
     from .driver import VmAreaDesc
@@ -213,7 +213,7 @@ class SpecialMappingOps(VmOperations):
             header = {i: b for i, b in enumerate(VDSO_ELF_HEADER) if b} if pgoff == 0 else None
             page = Page(KERNEL, header)
         elif pgoff in SPECIAL_PFN_PAGES.get(self.label, frozenset()):
-            page = Page(PFN)
+            page = PfnPage(PFN)
         else:
             return None
         self.pages[pgoff] = page

@@ -36,15 +36,12 @@ class Page:
     page-cache page is clean).  Neither is ever mutated while ``frozen`` (a snapshot, :mod:`vmalab.access`,
     refers to them): a write first gives the page a copy of ``data``, and a compaction replaces both."""
 
-    __slots__ = ("kind", "mapcount", "data", "pfn", "pgprot", "uptodate", "base", "frozen")
+    __slots__ = ("kind", "mapcount", "data", "uptodate", "base", "frozen")
 
-    def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0,
-                 base: bytes | None = None) -> None:
+    def __init__(self, kind: str, data: dict[int, int] | None = None, base: bytes | None = None) -> None:
         self.kind = kind
         self.mapcount = 0
         self.data: dict[int, int] = {} if data is None else data
-        self.pfn = pfn  # for PFN/KERNEL pages: the page frame number mapped
-        self.pgprot = pgprot  # for PFN pages: the pgprot the remap used
         # page cache: PG_uptodate.  A folio created without being read (ext4's partial-block zeroing on a
         # truncate over a hole) is in the cache (mincore 1) but fault-around skips it until it is read.
         self.uptodate = True
@@ -85,6 +82,19 @@ class Page:
 
     def __repr__(self) -> str:
         return f"Page({self.kind}, mapcount={self.mapcount})"
+
+
+class PfnPage(Page):
+    """A PTE that names a page frame: a raw PFN installed by remap_pfn_range() (kind :data:`PFN`, no
+    ``struct page``) or a kernel page inserted by vm_insert_pages() (kind :data:`KERNEL`).  Kept apart from
+    :class:`Page` so that ordinary pages do not carry the two fields."""
+
+    __slots__ = ("pfn", "pgprot")
+
+    def __init__(self, kind: str, data: dict[int, int] | None = None, pfn: int = -1, pgprot: int = 0) -> None:
+        super().__init__(kind, data)
+        self.pfn = pfn  # the page frame number mapped
+        self.pgprot = pgprot  # for PFN pages: the pgprot the remap used
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # vmalab.execute._BoundedPageTable

@@ -18,7 +18,7 @@ from ..constants import PAGE_SHIFT, VM_DONTEXPAND, VM_SHARED
 from ..driver import mmap_action_map_kernel_pages_full
 from ..fdtable import open_device
 from ..files import FileOperations, VmOperations
-from ..pagetable import KERNEL, Page
+from ..pagetable import KERNEL, Page, PfnPage
 from . import register
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ class KpagesOps(FileOperations):
     has_mmap_prepare = True
 
     def __init__(self, size: int) -> None:
-        self.pages = [Page(KERNEL, {0: i + 1}, pfn=KPAGES_PFN_BASE + i) for i in range(size >> PAGE_SHIFT)]
+        self.pages: list[Page] = [PfnPage(KERNEL, {0: i + 1}, pfn=KPAGES_PFN_BASE + i)
+                                  for i in range(size >> PAGE_SHIFT)]
 
     def mmap_prepare(self, desc: VmAreaDesc) -> int:
         desc.action  # noqa: B018 - a kernel without actions cannot run this driver at all
