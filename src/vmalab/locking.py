@@ -122,21 +122,24 @@ class LockState:
         """mmap_write_lock() ... mmap_write_unlock(); dropping the mmap lock also drops VMA write locks."""
         return MmapLockHold(self, True)
 
-    def mmap_write_lock(self) -> str | None:
-        """mmap_write_lock() for the hot syscalls (``outer = locks.mmap_write_lock(); try: ... finally:
-        locks.mmap_write_unlock(outer)``): the same as a :meth:`mmap_write` hold, without a context
-        manager object.  Returns the outer mode, to be handed back to :meth:`mmap_write_unlock`."""
+    def mmap_lock_acquire(self, write: bool) -> str | None:
+        """mmap_write_lock() / mmap_read_lock(): the one implementation of a hold, used by
+        :class:`MmapLockHold` and, without a context-manager object, by the hot syscalls
+        (``outer = locks.mmap_lock_acquire(True); try: ... finally: locks.mmap_lock_release(outer, True)``).
+        A read hold under an outer write hold stays a write hold.  Returns the outer mode."""
         outer = self.mmap_lock
         if outer is None and self.observer is not None:
             self.observer.acquire("mmap_lock")
-        self.mmap_lock = "write"
+        self.mmap_lock = "write" if write else (outer or "read")
         return outer
 
-    def mmap_write_unlock(self, outer: str | None) -> None:
-        """mmap_write_unlock() of a :meth:`mmap_write_lock` hold."""
+    def mmap_lock_release(self, outer: str | None, write: bool) -> None:
+        """Drop a hold taken by :meth:`mmap_lock_acquire`: the outer mode comes back; leaving the
+        outermost write hold drops the VMA write locks (vma_end_write_all()), and leaving the outermost
+        hold runs the deferred task work."""
         self.mmap_lock = outer
         if outer is None:
-            if self.vma_locks:
+            if write and self.vma_locks:
                 self.vma_locks.clear()
             while self.deferred:
                 self.deferred.pop(0)()
@@ -171,19 +174,10 @@ class MmapLockHold:
         self.outer: str | None = None
 
     def __enter__(self) -> None:
-        locks = self.locks
-        outer = self.outer = locks.mmap_lock
-        if outer is None and locks.observer is not None:
-            locks.observer.acquire("mmap_lock")
-        locks.mmap_lock = "write" if self.write else (outer or "read")
+        self.outer = self.locks.mmap_lock_acquire(self.write)
 
     def __exit__(self, *exc: object) -> None:
-        locks = self.locks
-        locks.mmap_lock = self.outer
-        if self.write and self.outer is None:
-            locks.vma_locks.clear()
-        while self.outer is None and locks.deferred:
-            locks.deferred.pop(0)()
+        self.locks.mmap_lock_release(self.outer, self.write)
 
 
 class _HasLocks(Protocol):

@@ -108,25 +108,13 @@ class VMA:
                 f"[{C.vmflags_str(self.vm_flags)}]{f}{a})")
 
 
+#: include/linux/mm.h (mm/internal.h): is_exec_mapping() is ``flags & _EXEC_MASK == VM_EXEC``,
+#: is_stack_mapping() ``flags & VM_STACK == VM_STACK``, is_data_mapping() ``flags & _DATA_MASK == VM_WRITE``
+#: (tested inline on the accounting paths, which every mmap, munmap and mprotect takes)
 _EXEC_MASK = C.VM_EXEC | VM_WRITE | VM_STACK
 _DATA_MASK = VM_WRITE | VM_SHARED | VM_STACK
 _RLIMIT_AS, _RLIMIT_DATA = C.RLIMIT_NAMES["RLIMIT_AS"], C.RLIMIT_NAMES["RLIMIT_DATA"]
 _NO_LIMIT = (C.RLIM_INFINITY, C.RLIM_INFINITY)
-
-
-def is_exec_mapping(flags: int) -> bool:
-    """include/linux/mm.h (mm/internal.h): is_exec_mapping()."""
-    return (flags & (C.VM_EXEC | VM_WRITE | VM_STACK)) == C.VM_EXEC
-
-
-def is_stack_mapping(flags: int) -> bool:
-    """is_stack_mapping()."""
-    return (flags & VM_STACK) == VM_STACK
-
-
-def is_data_mapping(flags: int) -> bool:
-    """is_data_mapping()."""
-    return (flags & (VM_WRITE | VM_SHARED | VM_STACK)) == VM_WRITE
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # vmalab.mm.MM

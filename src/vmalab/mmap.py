@@ -93,11 +93,11 @@ def sys_mmap(mm: MmStruct, addr: int, length: int, prot: int, flags: int, fd: in
             return e
         populate: list[int] = []
         locks = mm.locks
-        outer = locks.mmap_write_lock()
+        outer = locks.mmap_lock_acquire(True)
         try:
             ret = do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT, populate)
         finally:
-            locks.mmap_write_unlock(outer)
+            locks.mmap_lock_release(outer, True)
         if populate:
             with mm.locks.mmap_read():
                 mm_populate(mm, ret, populate[0])
@@ -441,15 +441,15 @@ def _refused(map: MmapState, e: int) -> int:
 def sys_munmap(mm: MmStruct, addr: int, length: int) -> int:
     """Models mm/mmap.c: SYSCALL_DEFINE2(munmap) -> __vm_munmap() -> do_vmi_munmap()."""
     locks = mm.locks
-    outer = locks.mmap_write_lock()
+    outer = locks.mmap_lock_acquire(True)
     try:
         start = addr & ULONG_MASK
         length &= ULONG_MASK
         if start & (PAGE_SIZE - 1) or start > TASK_SIZE or length > TASK_SIZE - start:
             return -errno.EINVAL
-        end = (start + length + PAGE_SIZE - 1) & C.PAGE_MASK  # PAGE_ALIGN(len), past TASK_SIZE no wrap
+        end = start + C.page_align(length)
         if end == start:
             return -errno.EINVAL
         return do_vmi_munmap(mm, start, end)
     finally:
-        locks.mmap_write_unlock(outer)
+        locks.mmap_lock_release(outer, True)

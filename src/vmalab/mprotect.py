@@ -22,11 +22,11 @@ from .vma_tree import VmaIterator
 def sys_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
     """Models mm/mprotect.c: SYSCALL_DEFINE3(mprotect) -> do_mprotect_pkey()."""
     locks = mm.locks
-    outer = locks.mmap_write_lock()
+    outer = locks.mmap_lock_acquire(True)
     try:
         return do_mprotect_pkey(mm, start, length, prot)
     finally:
-        locks.mmap_write_unlock(outer)
+        locks.mmap_lock_release(outer, True)
 
 
 def do_mprotect_pkey(mm: MmStruct, start: int, length: int, prot: int) -> int:
