@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .campaign import campaign_options
 from .execute import ModelUnsupported, run_on_model
 from .scenario import (
     ScenarioError,
@@ -201,6 +202,8 @@ def _load_drivers(specs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the result object of the scenario format.")
 @click.option("--kernel", is_flag=True, help="Run on this machine's live kernel instead of the model.")
 @click.option("--trace", is_flag=True, help="Print the model's trace events, each below the op that caused it.")
+@click.option("--step", is_flag=True, help="Print each op as it runs and the /proc/self/maps lines it removed (-) "
+              "and added (+); coloured on a terminal unless NO_COLOR is set.")
 @click.option("--all-profiles", is_flag=True, help="Run on the model under every kernel profile and show how "
               "the outcome changes.")
 @_profile_option
@@ -208,7 +211,7 @@ def _load_drivers(specs: tuple[str, ...]) -> dict[str, Any]:
 @_unprivileged_option
 @_hwpoison_option
 @_limit_options
-def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: bool, profile: str | None,
+def run(scenario: str, as_json: bool, kernel: bool, trace: bool, step: bool, all_profiles: bool, profile: str | None,
         driver_files: tuple[str, ...], unprivileged: bool, allow_hwpoison: bool, max_resident: int | None,
         max_iterations: int | None, validate: str | None) -> None:
     """Run SCENARIO.json on the model (or, with --kernel, on the live kernel)."""
@@ -217,6 +220,9 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
     limits: dict[str, Any] = {"max_resident": max_resident, "max_iterations": max_iterations, "drivers": drivers,
                               "validate": validate or "end"}
     refuse_together(json=as_json, trace=trace)
+    refuse_together(step=step, json=as_json)
+    refuse_together(step=step, kernel=kernel)
+    refuse_together(step=step, all_profiles=all_profiles)
     refuse_together(kernel=kernel, all_profiles=all_profiles)
     refuse_together(kernel=kernel, kernel_profile=profile)
     refuse_together(all_profiles=all_profiles, kernel_profile=profile)
@@ -225,13 +231,22 @@ def run(scenario: str, as_json: bool, kernel: bool, trace: bool, all_profiles: b
     refuse_together(kernel=kernel, max_iterations=max_iterations is not None)
     refuse_together(kernel=kernel, validate=validate is not None)
     if _is_program_file(scenario):  # a recorded program (docs/real-programs.md)
-        _refuse_for_program(scenario, trace=trace, all_profiles=all_profiles, kernel_profile=profile,
+        _refuse_for_program(scenario, trace=trace, step=step, all_profiles=all_profiles, kernel_profile=profile,
                             driver=driver_files, unprivileged=unprivileged, allow_hwpoison=allow_hwpoison,
                             max_resident=max_resident is not None, max_iterations=max_iterations is not None,
                             validate=validate is not None)
         _program_run(scenario, kernel, as_json)
         return
     scn = _load(scenario)
+    if step:
+        from .termview import run_steps, use_color
+        on = use_color("auto", sys.stdout)
+        try:
+            run_steps(scn, lambda text: click.echo(text, color=on), color=on, clean=printable, trace=trace,
+                      kernel=profile, caps=() if unprivileged else None, **limits)
+        except ModelUnsupported as e:
+            raise CliError(f"{scenario}: {e}") from None
+        return
     if all_profiles:
         _run_all_profiles(scn, as_json, trace, scenario, limits)
         return
@@ -693,15 +708,34 @@ def _program_diff(path: str, as_json: bool) -> None:
 @click.option("--smaps", is_flag=True, help="Print smaps instead of maps.")
 @click.option("--pid", type=click.IntRange(min=1), default=None,
               help="Import the live process PID (its maps, smaps, stat and limits) instead of running a scenario.")
+@click.option("--color", "color", is_flag=False, flag_value="auto", default=None, metavar="[=WHEN]",
+              help="Colour each line by region kind, pwndbg-style, with a legend line; WHEN is auto (the default: "
+              "only on a terminal, not with NO_COLOR set), always or never.")
+@click.option("--gaps", "show_gaps", is_flag=True, help="Add a line for every hole between VMAs: its range and size.")
 @_driver_option
 @_limit_options
-def maps(scenario: str | None, smaps: bool, pid: int | None, driver_files: tuple[str, ...], max_resident: int | None,
-         max_iterations: int | None, validate: str | None) -> None:
+def maps(scenario: str | None, smaps: bool, pid: int | None, color: str | None, show_gaps: bool,
+         driver_files: tuple[str, ...], max_resident: int | None, max_iterations: int | None,
+         validate: str | None) -> None:
     """Print the model's /proc/self/maps after SCENARIO.json (or of a fresh process), or the model's view of
-    a live process (--pid)."""
+    a live process (--pid); --color and --gaps as pwndbg's vmmap (docs/tour.md)."""
     from .execute import ModelRunner, check_supported
     from .procfs import maps as maps_text
     from .procfs import smaps as smaps_text
+    from .termview import color_option, render_maps, use_color
+    try:
+        color, scenario = color_option(color, scenario)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    refuse_together(smaps=smaps, color=color is not None)
+    refuse_together(smaps=smaps, gaps=show_gaps)
+
+    def echo_maps(mm: Any) -> None:
+        if color is None and not show_gaps:
+            echo((smaps_text if smaps else maps_text)(mm), nl=False)
+            return
+        on = color is not None and use_color(color, sys.stdout)
+        click.echo(render_maps(mm, color=on, show_gaps=show_gaps, clean=printable), nl=False, color=on)
     if pid is not None:
         if scenario:
             raise CliError("--pid cannot be combined with a SCENARIO")
@@ -714,7 +748,7 @@ def maps(scenario: str | None, smaps: bool, pid: int | None, driver_files: tuple
             raise CliError(f"pid {pid}: its memory maps cannot be read (permission denied)") from None
         except (OSError, ValueError) as e:  # no user address space, maps that kept changing, bad text
             raise CliError(str(e) if str(e).startswith(f"pid {pid}") else f"pid {pid}: {e}") from None
-        echo((smaps_text if smaps else maps_text)(mm), nl=False)
+        echo_maps(mm)
         return
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})
     try:
@@ -724,7 +758,29 @@ def maps(scenario: str | None, smaps: bool, pid: int | None, driver_files: tuple
         runner.run()
     except ModelUnsupported as e:
         raise CliError(f"{scenario}: {e}" if scenario else str(e)) from None
-    echo((smaps_text if smaps else maps_text)(runner.mm), nl=False)
+    echo_maps(runner.mm)
+
+
+@main.command()
+@click.argument("target", metavar="SCENARIO|PROGRAM", required=False)
+@click.option("-o", "--output", default=None, metavar="FILE.html",
+              help="Where to write the page (default: the input's name with .html, here; - for stdout).")
+@click.option("--pid", type=click.IntRange(min=1), default=None, help="Draw the live process PID instead.")
+@click.option("--pages", is_flag=True, help="Draw each VMA's page strip (anon, zero page, file, guard, PFN).")
+@click.option("--snapshots", is_flag=True, help="One lane per snapshot op (and the end), not one per op.")
+@_profile_option
+def view(target: str | None, output: str | None, pid: int | None, pages: bool, snapshots: bool,
+         profile: str | None) -> None:
+    """Draw a scenario, a recorded program or a live process as one static HTML page (docs/view.md)."""
+    from .view import ViewError, write_view
+    try:
+        where, lanes = write_view(target, output, pid=pid, pages=pages, per_op=not snapshots, kernel=profile)
+    except ViewError as e:
+        raise CliError(str(e)) from None
+    if output == "-":
+        click.echo(where, nl=False)
+    else:
+        echo(f"wrote {where}: {len(lanes)} lane(s), {len(lanes[-1].vmas)} VMAs in the last")
 
 
 @main.command()
@@ -744,34 +800,28 @@ def demo() -> None:
 @click.option("--ops-filter", "ops_filter", multiple=True,
               help="Op kinds: 'mmap,mprotect' keeps only those (plus mmap and snapshot), '-mremap' drops one.")
 @click.option("--no-shrink", is_flag=True, help="Write diverging cases as generated.")
+@campaign_options(fuzz=True)
 def fuzz(seed: int, cases: int, nops: int, jobs: int | None, out_dir: str, ops_filter: tuple[str, ...],
-         no_shrink: bool) -> None:
+         no_shrink: bool, shard: str | None, start: int, summary_path: str | None, backend: str,
+         address: str | None, progress_every: float) -> None:
     """Random scenarios on the live kernel and on the model; diverging cases are shrunk and written to --out.
 
-    Prints 'N cases, N agree, N diverge' and exits 1 if any case diverges (or cannot be run)."""
-    from .oracle.fuzz import FuzzConfig, run_fuzz, write_failure
-    from .oracle.kernel import KernelRunnerError
+    Prints 'N cases, N agree, N diverge' and exits 1 if any case diverges (or cannot be run).  --shard I/N
+    runs one part of the cases and keeps a resumable summary; 'vmalab campaign merge' combines them
+    (docs/campaigns.md)."""
+    from .campaign import CampaignError, fuzz_command
+    from .oracle.fuzz import FuzzConfig
     try:
         config = FuzzConfig.from_filter(nops, ops_filter, shrink=not no_shrink)
     except ValueError as e:
         raise CliError(str(e)) from None
-    with click.progressbar(length=cases, label=f"fuzz seed {seed}", file=sys.stderr) as bar:
-        def on_outcome(o: Any) -> None:
-            bar.update(1)
-            if o.status == "diverge":
-                paths = write_failure(out_dir, o)
-                noise = " (kernel noise)" if o.noise else ""
-                click.echo(f"\n{o.name}: DIVERGES{noise}, shrunk {o.nops} -> {len((o.shrunk or {}).get('ops', []))} "
-                           f"ops: {o.first_diff}\n  {paths[0] if paths else ''}", err=True)
-            elif o.status == "error":
-                click.echo(f"\n{o.name}: cannot run: {o.error}", err=True)
-        try:
-            summary = run_fuzz(seed, cases, config, jobs=jobs, on_outcome=on_outcome)
-        except KernelRunnerError as e:
-            raise CliError(f"live kernel: {e}") from None
-    click.echo(summary.line())
-    if summary.diverge or summary.errors:
-        sys.exit(1)
+    try:
+        status = fuzz_command(seed, cases, config, jobs, out_dir, shard, start, summary_path, backend, address,
+                              progress_every)
+    except CampaignError as e:
+        raise CliError(str(e)) from None
+    if status:
+        sys.exit(status)
 
 
 @main.group()
@@ -793,6 +843,29 @@ def faults_list(as_json: bool) -> None:
     for p in FAULT_POINTS.values():
         tag = "" if p.outcome == "returned" else f" [{p.outcome}]"
         click.echo(f"{p.name:<19} {ERRNO_NAMES[p.errno]:<7} {p.function}: {p.description}{tag}")
+
+
+@main.group()
+def campaign() -> None:
+    """Sharded fuzz and explore campaigns: merge shard summaries (docs/campaigns.md)."""
+
+
+@campaign.command("merge")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="Write the Markdown report here (default: print it).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
+def campaign_merge(paths: tuple[str, ...], out: str | None, json_path: str | None) -> None:
+    """Combine shard summaries (files, or directories of them): totals, divergences deduplicated by first
+    difference and grouped by kernel release.  Refuses summaries of different seeds, configs or vmalab
+    versions, and overlapping or missing ranges.  Exit status 1 when the campaign found something."""
+    from .campaign import CampaignError, merge_command
+    try:
+        status = merge_command(paths, out, json_path)
+    except CampaignError as e:
+        raise CliError(str(e)) from None
+    if status:
+        sys.exit(status)
 
 
 def _explore_profile_option(f: Any) -> Any:
@@ -820,8 +893,10 @@ EXPLORE_DEFAULT_PROFILE = "7.1"
               help="Write each finding's reproducing scenario (with its 'inject' field) here.")
 @click.option("--replay", type=click.Path(dir_okay=False), default=None,
               help="Run one scenario (e.g. a written reproducer) on DRIVER and print what it finds.")
+@campaign_options(fuzz=False)
 def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, driver_points: bool, as_json: bool,
-            out_dir: str | None, replay: str | None) -> None:
+            out_dir: str | None, replay: str | None, shard: str | None, summary_path: str | None, backend: str,
+            address: str | None, progress_every: float) -> None:
     """Run DRIVER's mmap under every fault and report lock, reference and errno bugs.
 
     DRIVER is a built-in driver name, or a Python file/module that defines open(mm, size) -> fd or one
@@ -839,6 +914,8 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
     from .explore import explore as run_explore
     refuse_together(all_profiles=all_profiles, kernel_profile=profile)
     refuse_together(replay=replay, all_profiles=all_profiles)
+    refuse_together(replay=replay, shard=shard)
+    refuse_together(replay=replay, summary=summary_path)
     try:
         spec = load_driver(driver)
     except ExploreError as e:
@@ -869,9 +946,17 @@ def explore(driver: str, profile: str | None, all_profiles: bool, pairs: bool, d
             sys.exit(1)
         return
     profiles = all_profile_names() if all_profiles else [profile or EXPLORE_DEFAULT_PROFILE]
-    progress = Progress()  # stderr: a line in place on a terminal, else one every 10 s
-    rep = run_explore(spec, profiles, pairs=pairs, driver_points=driver_points, progress=progress)
-    progress.done()
+    if shard or summary_path or backend != "local" or address:  # a campaign: one case per profile
+        from .campaign import CampaignError, explore_command
+        try:
+            rep, _ = explore_command(driver, profiles, pairs, driver_points, shard, summary_path, backend, address,
+                                     progress_every)
+        except CampaignError as e:
+            raise CliError(str(e)) from None
+    else:
+        progress = Progress()  # stderr: a line in place on a terminal, else one every 10 s
+        rep = run_explore(spec, profiles, pairs=pairs, driver_points=driver_points, progress=progress)
+        progress.done()
     if out_dir:
         write_scenarios(rep, out_dir)
     if as_json:
@@ -902,6 +987,29 @@ def _replay_run(raw: dict[str, Any], spec: Any, path: str) -> None:
     print_result(result, traces=runner.op_traces)
     click.echo("# final /proc/self/maps (model)")
     echo(maps_text(runner.mm), nl=False)
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--at", "at", metavar="ADDR", default=None,
+              help="Explain the VMA at ADDR (0x..., base+X, map:NAME+X) against its prev and next after the last "
+              "op; without it, the merge attempts of the last op that attempted one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
+@_profile_option
+@_driver_option
+def explain(scenario: str, at: str | None, as_json: bool, profile: str | None, driver_files: tuple[str, ...]) -> None:
+    """Why VMAs of SCENARIO merge or not: every condition mm/vma.c checks, the one that decided, and the
+    kernel function that checks it (docs/explain.md)."""
+    from .explain_scenario import ExplainError, explain_scenario
+    drivers = _load_drivers(driver_files)
+    try:
+        rep = explain_scenario(_load(scenario), at, profile, drivers)
+    except ExplainError as e:
+        raise CliError(f"{scenario}: {e}") from None
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=1))
+    else:
+        echo("\n".join(rep.lines()))
 
 
 @main.command("port-check")

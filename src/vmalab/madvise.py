@@ -28,7 +28,7 @@ from .files import FMODE_WRITE, S_IFREG, File, Inode, vma_kernel_pagesize
 from .gup import faultin_page_range
 from .mm_types import VMA, MmStruct
 from .mmu_notifier import invalidate_range
-from .pagetable import FILE, GUARD, Page
+from .pagetable import ANON, FILE, GUARD, Page
 from .vma import vma_modify
 from .vma_tree import VmaIterator
 
@@ -422,9 +422,21 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
     (shrink_folio_list()) without swap keeps anonymous pages mapped (add_to_swap() fails first), but
     a page-cache page that this PTE alone maps is unmapped; a clean page (of a regular file, or a
     shmem page never written) then leaves the page cache, while dirty pages stay cached (no swap).
-    A page holding data counts as dirty here."""
+    A page holding data counts as dirty here.
+
+    Anonymous folios of a VM_DROPPABLE VMA are never swap-backed (folio_add_new_anon_rmap()), so reclaim
+    treats them as lazily freed and, unlike MADV_FREE ones, discards them even when dirty
+    (try_to_unmap_one()): PAGEOUT drops each one this PTE alone maps, and a later touch faults in a new
+    zero-filled page."""
     if vma.vm_flags & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
         return -errno.EINVAL  # can_madv_lru_vma()
+    if pageout and vma.vm_file is None and vma.vm_flags & C.VM_DROPPABLE:
+        for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            if p.kind == ANON and p.mapcount == 1:
+                mm.pt.zap(vpn, vpn + 1)
+                if mm.notifiers:
+                    invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
+        return 0
     if not pageout or vma.vm_file is None:
         return 0
     f = vma.vm_file

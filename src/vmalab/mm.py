@@ -20,6 +20,7 @@ from typing import Any, SupportsIndex
 from . import access, fdtable, files, gup, vma
 from . import constants as C
 from .debug import ValidationError, validate_mm
+from .explain import MergeVerdict, explain_merge
 from .faults import Fault, touch
 from .files import File, FileOperations, Inode
 from .fork import exit_files, exit_mmap, fork
@@ -394,6 +395,12 @@ class MM(MmStruct):
     def do_munmap(self, start: int, end: int) -> int:
         """:func:`vmalab.vma.do_vmi_munmap` on this mm (a page-aligned range)."""
         return vma.do_vmi_munmap(self, start, end)
+
+    def explain_merge(self, a: VMA | int, b: VMA | int) -> MergeVerdict:
+        """Why the neighbouring VMAs ``a`` and ``b`` (VMAs or addresses inside them, either order) would or
+        would not merge: :func:`vmalab.explain.explain_merge`.  ``ValueError`` (one line) for an address
+        with no VMA or two VMAs that are not neighbours."""
+        return explain_merge(self, a, b)
 
     # -- procfs and invariants --------------------------------------------------------------------------
     def rss_pages(self, v: VMA) -> int:

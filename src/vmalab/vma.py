@@ -22,6 +22,7 @@ import functools
 
 from . import constants as C
 from .constants import PAGE_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_SPECIAL
+from .explain import trace_merge_attempt
 from .files import File, fput
 from .mm_types import VMA, AnonVma, MmStruct
 from .mmu_notifier import invalidate_range, vma_changed
@@ -138,6 +139,8 @@ def vma_merge_new_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
     """Models mm/vma.c: vma_merge_new_range(): extend ``vmg.prev`` and/or ``vmg.next`` over the new range
     ``[vmg.start, vmg.end)``; returns the VMA that now covers it, or None."""
     prev, nxt = vmg.prev, vmg.next
+    if mm.probe.tracing:
+        trace_merge_attempt(mm, vmg, False)  # why each side merges or not (vmalab.explain)
     if vmg.vm_flags & VM_SPECIAL or (prev is None and nxt is None):
         return None
     left = can_vma_merge_left(vmg)
@@ -197,6 +200,8 @@ def vma_merge_existing_range(mm: MmStruct, vmg: VmaMerge) -> VMA | None:
     Returns the VMA now covering the range, or None (the caller splits instead)."""
     mid = vmg.middle
     assert mid is not None
+    if mm.probe.tracing:
+        trace_merge_attempt(mm, vmg, True)  # why each side merges or not (vmalab.explain)
     if vmg.vm_flags & VM_SPECIAL:
         return None
     nxt = vmg.next = mm.tree.next(mid)

@@ -634,6 +634,17 @@ def test_host_limits() -> None:
     r = run_on_kernel(parse_scenario({"name": "ok", "ops": [mmap("base+0", "8K", flags=ANON_FIXED + "|MAP_LOCKED")]}),
                       limits=small, timeout=30)
     assert r["results"][0]["ret"] == "base+0x0"
+    # under mlockall(MCL_FUTURE) a break past any user address fails in check_brk_limits(): the kernel's
+    # answer, not a host limit (the fuzz campaign of docs/fidelity.md, case 93065)
+    far = run_on_kernel(parse_scenario({"name": "far", "ops": [  # VmSize above the break, as in that case
+        mmap("base+0", "64M", prot="PROT_NONE", flags=ANON_FIXED + "|MAP_NORESERVE"),
+        {"op": "mlockall", "flags": "MCL_FUTURE"}, {"op": "brk", "addr": "abs:0xffffffffffffffff"},
+        {"op": "brk", "addr": "brk+0"}]}), limits=small, timeout=30)
+    assert far["results"][2]["ret"] == far["results"][3]["ret"]  # the break did not move
+    near = parse_scenario({"name": "near", "ops": [{"op": "mlockall", "flags": "MCL_FUTURE"},
+                                                   {"op": "brk", "addr": "brk+512M"}]})
+    with pytest.raises(KernelRunnerError, match=r"op 1 \(brk\): host limit: locked memory would reach 512 MiB"):
+        run_on_kernel(near, limits=small, timeout=30)
 
 
 def test_host_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

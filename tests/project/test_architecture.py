@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
               "elf", "mmu_notifier"}),
     ("files", {"files"}),
     ("state", {"mm_types"}),
-    ("vma algebra", {"vma", "fdtable", "realfile"}),
+    ("vma algebra", {"vma", "fdtable", "realfile", "explain"}),
     ("faults", {"faults", "gup"}),
     ("syscall families", {"mmap", "mprotect", "mremap", "madvise", "mlock", "mseal", "msync", "mincore", "brk",
                           "fork", "procfs", "debug", "binfmt_elf", "access"}),
@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("adapters", {"adapters", "adapters.syscalls", "adapters.unicorn", "adapters.qiling"}),
     ("lab", {"faultpoints", "scenario", "execute", "lockcheck", "explore", "portcheck", "oracle", "oracle.kernel",
              "oracle.cbuild", "oracle.fuzz", "oracle.exec_capture", "oracle.record_program", "programtrace", "strace",
-             "replay", "demo", "cli", "__main__"}),
+             "replay", "demo", "cli", "__main__", "explain_scenario", "termview", "campaign",
+             "campaign_ray", "view"}),
 ]
 #: the model (everything below the lab) never imports these
 TOOLS = {"drivers", "explore", "lockcheck", "oracle", "cli", "execute", "scenario", "demo", "faultpoints"}
