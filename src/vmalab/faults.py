@@ -166,6 +166,8 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
         return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
     if vma.vm_ops is None and not (vma.vm_flags & VM_SHARED):  # vma_is_anonymous(), private
         if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
+            if write:
+                pte.lazyfree = False  # the write dirties the PTE: reclaim keeps the folio again
             return None
         if not write:
             mm.pt.set(vpn, ZERO_PAGE)
@@ -263,10 +265,21 @@ def hugetlb_fault(mm: MmStruct, vma: VMA, addr: int, write: bool) -> str | None:
 
 
 def _readahead(mm: MmStruct, vma: VMA, inode: Inode, pgoff: int) -> None:
-    """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss.  MADV_RANDOM
+    """Models mm/filemap.c: do_sync_mmap_readahead()'s read-around for a cache miss.  VM_HUGEPAGE reads
+    from the PMD-aligned index (the THP path comes first).  MADV_RANDOM
     (VM_RAND_READ) reads only the faulting page, except on an executable mapping: the VM_EXEC path is
     meant for random access already and still reads from the fault to the end of the VMA
     (tests/scenarios/fault_exec_random_still_reads_ahead.json)."""
+    if vma.vm_flags & C.VM_HUGEPAGE:
+        # "use the readahead code, even if readahead is disabled": from the PMD-aligned index, two PMDs'
+        # worth of pages (one under MADV_RANDOM), capped at EOF.  The large folios it allocates are not
+        # modelled (tests/known_divergences/madvise_hugepage_file_large_folio.json); the pages it reads
+        # are (tests/scenarios/fault_hugepage_file_reads_from_pmd_start.json).
+        start = pgoff & ~(C.PMD_SIZE // PAGE_SIZE - 1)
+        size = (1 if vma.vm_flags & C.VM_RAND_READ else 2) * (C.PMD_SIZE // PAGE_SIZE)
+        for i in range(start, min(start + size, inode.npages())):
+            inode.cache_page(i)
+        return
     if vma.vm_flags & (C.VM_RAND_READ | C.VM_EXEC) == C.VM_RAND_READ:
         inode.cache_page(pgoff)
         return

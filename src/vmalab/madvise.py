@@ -86,8 +86,9 @@ def is_valid_madvise(start: int, len_in: int, behavior: int) -> bool:
 
 
 def _is_pagecache_file(f: File) -> bool:
-    """A regular file with a disk behind its page cache (ext4-like): not shmem, not a device."""
-    return f.inode.mode == S_IFREG and f.f_op.fault_style == "filemap"
+    """A regular file with a disk behind its page cache (ext4-like): not shmem, not a device, not
+    hugetlbfs (whose noop backing device makes generic_fadvise() ignore WILLNEED)."""
+    return f.inode.mode == S_IFREG and f.f_op.fault_style == "filemap" and not f.f_op.huge_page_size
 
 
 
@@ -349,6 +350,12 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
     if advice == MADV_FREE:
         if not vma.is_anonymous():
             return -errno.EINVAL  # madvise_free_single_vma(): anonymous memory only
+        # madvise_free_pte_range(): each anonymous folio is cleaned and marked lazily freeable
+        # (folio_mark_lazyfree()), the zero page is not a folio; one still shared after fork is marked too,
+        # but reclaim leaves it alone while it stays shared, and no write reaches it in place (COW)
+        for _vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            if p.kind == ANON:
+                p.lazyfree = True
         if mm.notifiers:  # madvise_free_single_vma() clears dirty and young bits (MMU_NOTIFY_CLEAR)
             invalidate_range(mm, start, end, "zap")
         return 0
@@ -424,15 +431,17 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
     shmem page never written) then leaves the page cache, while dirty pages stay cached (no swap).
     A page holding data counts as dirty here.
 
-    Anonymous folios of a VM_DROPPABLE VMA are never swap-backed (folio_add_new_anon_rmap()), so reclaim
-    treats them as lazily freed and, unlike MADV_FREE ones, discards them even when dirty
-    (try_to_unmap_one()): PAGEOUT drops each one this PTE alone maps, and a later touch faults in a new
-    zero-filled page."""
+    Anonymous folios that are not swap-backed are discarded instead: those MADV_FREE marked lazily
+    freeable and that were not written since, and every one of a VM_DROPPABLE VMA (never swap-backed,
+    folio_add_new_anon_rmap(); unlike MADV_FREE ones, dropped even when dirty: try_to_unmap_one()).
+    PAGEOUT drops each such folio this PTE alone maps, and a later touch faults in a new zero-filled
+    page."""
     if vma.vm_flags & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
         return -errno.EINVAL  # can_madv_lru_vma()
-    if pageout and vma.vm_file is None and vma.vm_flags & C.VM_DROPPABLE:
+    if pageout and vma.vm_file is None:
+        droppable = vma.vm_flags & C.VM_DROPPABLE
         for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if p.kind == ANON and p.mapcount == 1:
+            if p.kind == ANON and p.mapcount == 1 and (droppable or p.lazyfree):
                 mm.pt.zap(vpn, vpn + 1)
                 if mm.notifiers:
                     invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")

@@ -34,9 +34,12 @@ class Page:
     content provider, or an anonymous page compacted after many writes), and ``data`` holds the bytes
     written over it sparsely (offset -> value).  ``data`` empty means the page was never written (a
     page-cache page is clean).  Neither is ever mutated while ``frozen`` (a snapshot, :mod:`vmalab.access`,
-    refers to them): a write first gives the page a copy of ``data``, and a compaction replaces both."""
+    refers to them): a write first gives the page a copy of ``data``, and a compaction replaces both.
 
-    __slots__ = ("kind", "mapcount", "data", "uptodate", "base", "frozen")
+    ``lazyfree``: an anonymous folio MADV_FREE made lazily freeable and not written since (the kernel's
+    ``!PG_swapbacked`` and clean PTE): reclaim (MADV_PAGEOUT) discards it instead of keeping it."""
+
+    __slots__ = ("kind", "mapcount", "data", "uptodate", "base", "frozen", "lazyfree")
 
     def __init__(self, kind: str, data: dict[int, int] | None = None, base: bytes | None = None) -> None:
         self.kind = kind
@@ -47,6 +50,7 @@ class Page:
         self.uptodate = True
         self.base: bytes | None = base
         self.frozen = False
+        self.lazyfree = False
 
     def read(self, off: int) -> int:
         v = self.data.get(off)

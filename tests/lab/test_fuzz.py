@@ -220,7 +220,7 @@ def test_cli_fuzz_writes_shrunk_failures(tmp_path: Any, monkeypatch: pytest.Monk
 # Cases of the 100,000-case campaign (seed 2026, docs/fidelity.md) that could not run: each generated a
 # MAP_HUGETLB mapping, then the fail+X pattern, whose 4 KiB munmap fails with EINVAL inside a hugetlb VMA, so
 # the repeat did not stop and fail+0 had no address (on the kernel runner and the model alike).
-_HUGETLB_FAIL_CASES = (3780, 17481, 37189, 40550, 57886, 58956)
+_HUGETLB_FAIL_CASES = (3780, 17481, 37189, 40550, 57886, 58956, 96617)
 
 
 def test_generator_never_pairs_hugetlb_with_the_fail_pattern() -> None:
