@@ -741,13 +741,9 @@ def maps(scenario: str | None, smaps: bool, pid: int | None, color: str | None, 
             raise CliError("--pid cannot be combined with a SCENARIO")
         from .mm import MM
         try:
-            mm = MM.from_pid(pid)
-        except ProcessLookupError:
-            raise CliError(f"pid {pid}: no such process") from None
-        except PermissionError:
-            raise CliError(f"pid {pid}: its memory maps cannot be read (permission denied)") from None
-        except (OSError, ValueError) as e:  # no user address space, maps that kept changing, bad text
-            raise CliError(str(e) if str(e).startswith(f"pid {pid}") else f"pid {pid}: {e}") from None
+            mm = MM.from_pid_or_error(pid)
+        except ValueError as e:
+            raise CliError(str(e)) from None
         echo_maps(mm)
         return
     scn = _load(scenario) if scenario else parse_scenario({"name": "fresh", "ops": []})

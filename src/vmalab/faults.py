@@ -26,7 +26,7 @@ from .constants import (
 )
 from .files import Inode
 from .mm_types import VMA, AnonVma, MmStruct
-from .pagetable import ANON, GUARD, ZERO, Page
+from .pagetable import ANON, GUARD, LRU_LAZYFREE, ZERO, Page
 from .vma import vma_set_start
 
 ZERO_PAGE = Page(ZERO)
@@ -166,8 +166,8 @@ def handle_mm_fault(mm: MmStruct, vma: VMA, addr: int, write: bool, gup: bool = 
         return "SIGSEGV"  # a guard-region marker: handle_pte_marker() -> VM_FAULT_SIGSEGV
     if vma.vm_ops is None and not (vma.vm_flags & VM_SHARED):  # vma_is_anonymous(), private
         if pte is not None and (not write or pte.kind == ANON and pte.mapcount == 1):
-            if write:
-                pte.lazyfree = False  # the write dirties the PTE: reclaim keeps the folio again
+            if write and pte.lru == LRU_LAZYFREE:
+                pte.lru = ""  # the write dirties the PTE: reclaim keeps the folio again
             return None
         if not write:
             mm.pt.set(vpn, ZERO_PAGE)

@@ -28,7 +28,7 @@ from .files import FMODE_WRITE, S_IFREG, File, Inode, vma_kernel_pagesize
 from .gup import faultin_page_range
 from .mm_types import VMA, MmStruct
 from .mmu_notifier import invalidate_range
-from .pagetable import ANON, FILE, GUARD, Page
+from .pagetable import ANON, FILE, GUARD, LRU_LAZYFREE, LRU_UNEVICTABLE, Page
 from .vma import vma_modify
 from .vma_tree import VmaIterator
 
@@ -354,8 +354,8 @@ def _madvise_dontneed_free(mm: MmStruct, vma: VMA, start: int, end: int, advice:
         # (folio_mark_lazyfree()), the zero page is not a folio; one still shared after fork is marked too,
         # but reclaim leaves it alone while it stays shared, and no write reaches it in place (COW)
         for _vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if p.kind == ANON:
-                p.lazyfree = True
+            if p.kind == ANON and p.lru != LRU_UNEVICTABLE:  # folio_mark_lazyfree() skips unevictable ones
+                p.lru = LRU_LAZYFREE
         if mm.notifiers:  # madvise_free_single_vma() clears dirty and young bits (MMU_NOTIFY_CLEAR)
             invalidate_range(mm, start, end, "zap")
         return 0
@@ -441,7 +441,7 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
     if pageout and vma.vm_file is None:
         droppable = vma.vm_flags & C.VM_DROPPABLE
         for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if p.kind == ANON and p.mapcount == 1 and (droppable or p.lazyfree):
+            if p.kind == ANON and p.mapcount == 1 and (droppable or p.lru == LRU_LAZYFREE):
                 mm.pt.zap(vpn, vpn + 1)
                 if mm.notifiers:
                     invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
@@ -451,8 +451,8 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
     f = vma.vm_file
     inode = f.inode
     for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-        if p.kind != FILE or p.mapcount != 1:
-            continue  # anonymous, zero page, guard marker, or mapped more than once
+        if p.kind != FILE or p.mapcount != 1 or p.lru == LRU_UNEVICTABLE:
+            continue  # anonymous, zero page, guard marker, mapped more than once, or still mlocked
         mm.pt.zap(vpn, vpn + 1)
         if mm.notifiers:  # try_to_unmap(): MMU_NOTIFY_CLEAR of the page
             invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")

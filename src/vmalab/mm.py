@@ -149,6 +149,19 @@ class MM(MmStruct):
         return mm
 
     @classmethod
+    def from_pid_or_error(cls, pid: int) -> MM:
+        """:meth:`from_pid`, with every way it can fail as a ``ValueError`` of one line naming the pid
+        (for the command line and the viewer)."""
+        try:
+            return cls.from_pid(pid)
+        except ProcessLookupError:
+            raise ValueError(f"pid {pid}: no such process") from None
+        except PermissionError:
+            raise ValueError(f"pid {pid}: its memory maps cannot be read (permission denied)") from None
+        except (OSError, ValueError) as e:  # no user address space, maps that kept changing, bad text
+            raise ValueError(str(e) if str(e).startswith(f"pid {pid}") else f"pid {pid}: {e}") from None
+
+    @classmethod
     def exec(cls, path: str, argv: list[str], envp: list[str] | None = None, **kwargs: Any) -> MM:
         """A fresh MM (``kwargs``: ``randomize``, ``seed``, ``rlimit_stack``, ...) holding what
         ``execve(path, argv, envp)`` leaves right after it returns to user space (before ld.so runs):

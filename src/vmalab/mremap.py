@@ -28,6 +28,7 @@ from .gup import mm_populate
 from .layout import get_unmapped_area
 from .mm_types import VMA, MmStruct
 from .mmu_notifier import invalidate_range, vma_changed
+from .pagetable import ANON, FILE, LRU_UNEVICTABLE
 from .vma import copy_vma, do_vmi_munmap, merge_new_range
 from .vma_tree import VmaIterator
 
@@ -441,6 +442,11 @@ def _dontunmap_complete(mm: MmStruct, vrm: VmaRemap, new_vma: VMA) -> None:
         # The kernel clears VM_LOCKED here but leaves locked_vm as it is (VmLck counts the pages twice:
         # measured, scenario mremap_dontunmap_locked_vmlck); they stay counted for the life of the mm.
         mm.leaked_locked += vma.pages
+        # nor does it munlock the folios still mapped there: they stay unevictable (MADV_FREE and
+        # MADV_PAGEOUT leave them; scenario mremap_dontunmap_locked_pages_stay_unevictable)
+        for _vpn, p in mm.pt.items(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
+            if p.kind in (ANON, FILE):
+                p.lru = LRU_UNEVICTABLE
     vma.vm_flags &= ~C.VM_LOCKED_MASK
     if mm.notifiers:
         vma_changed(mm, vma.vm_start, vma.vm_end)

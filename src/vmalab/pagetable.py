@@ -22,6 +22,8 @@ GUARD = "guard"  # a guard-region marker PTE (MADV_GUARD_INSTALL): not a page, f
 PFN = "pfn"  # a special PTE installed by remap_pfn_range(): no struct page (not counted in Rss)
 KERNEL = "kernel"  # a kernel page inserted into a VM_MIXEDMAP VMA by vm_insert_pages() (counted in Rss)
 NOT_IN_RSS = (ZERO, GUARD, PFN)  # vm_normal_page() gives no page for these: not counted in Rss
+LRU_LAZYFREE = "lazyfree"  # Page.lru: MADV_FREE'd and clean (folio_mark_lazyfree())
+LRU_UNEVICTABLE = "unevictable"  # Page.lru: mlocked, with no VM_LOCKED VMA left to munlock it
 PTRS_PER_PTE = 512  # PTEs per table: one table maps a 2 MiB region
 PTE_SHIFT = 9
 
@@ -36,10 +38,12 @@ class Page:
     page-cache page is clean).  Neither is ever mutated while ``frozen`` (a snapshot, :mod:`vmalab.access`,
     refers to them): a write first gives the page a copy of ``data``, and a compaction replaces both.
 
-    ``lazyfree``: an anonymous folio MADV_FREE made lazily freeable and not written since (the kernel's
-    ``!PG_swapbacked`` and clean PTE): reclaim (MADV_PAGEOUT) discards it instead of keeping it."""
+    ``lru``: where reclaim finds the folio when it matters, else ``""``: :data:`LRU_LAZYFREE` (an
+    anonymous folio MADV_FREE made lazily freeable and not written since: the kernel's ``!PG_swapbacked``
+    and a clean PTE; reclaim discards it) or :data:`LRU_UNEVICTABLE` (still mlocked although no VM_LOCKED
+    VMA maps it any more, as mremap(MREMAP_DONTUNMAP) leaves it: reclaim and MADV_FREE skip it)."""
 
-    __slots__ = ("kind", "mapcount", "data", "uptodate", "base", "frozen", "lazyfree")
+    __slots__ = ("kind", "mapcount", "data", "uptodate", "base", "frozen", "lru")
 
     def __init__(self, kind: str, data: dict[int, int] | None = None, base: bytes | None = None) -> None:
         self.kind = kind
@@ -50,7 +54,7 @@ class Page:
         self.uptodate = True
         self.base: bytes | None = base
         self.frozen = False
-        self.lazyfree = False
+        self.lru = ""
 
     def read(self, off: int) -> int:
         v = self.data.get(off)

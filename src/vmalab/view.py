@@ -368,13 +368,9 @@ def lanes_from_pid(pid: int) -> list[Lane]:
     """One lane: the model's import of the live process ``pid`` (``MM.from_pid``)."""
     from .mm import MM
     try:
-        mm = MM.from_pid(pid)
-    except ProcessLookupError:
-        raise ViewError(f"pid {pid}: no such process") from None
-    except PermissionError:
-        raise ViewError(f"pid {pid}: its memory maps cannot be read (permission denied)") from None
-    except (OSError, ValueError) as e:
-        raise ViewError(str(e) if str(e).startswith(f"pid {pid}") else f"pid {pid}: {e}") from None
+        mm = MM.from_pid_or_error(pid)
+    except ValueError as e:
+        raise ViewError(str(e)) from None
     return [lane_from_mm(mm, f"pid {pid} (live, imported)")]
 
 
