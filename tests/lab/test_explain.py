@@ -420,7 +420,8 @@ def test_the_trace_says_why_for_every_attempt() -> None:
     assert "mprotect: merged with prev" in "\n".join(lines)
 
 
-@pytest.mark.pure_only
+@pytest.mark.pure_only(reason="monkeypatches vmalab.vma.trace_merge_attempt, which compiled callers bind at "
+                        "compile time")
 def test_no_explanation_work_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     import vmalab.vma
 
