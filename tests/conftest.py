@@ -135,6 +135,18 @@ def skip_live(request: pytest.FixtureRequest, recorded: str | None, reason: str)
     pytest.skip(reason)
 
 
+def model_diffs(path: str, rec: dict) -> list[str]:
+    """Run scenario ``path`` on the model, from the recording's initial maps and with its privileges, and
+    compare it with the recording ``rec`` (checking the invariants after every op)."""
+    from vmalab.execute import run_on_model
+    from vmalab.scenario import compare_results, load_scenario
+
+    scn = load_scenario(path)
+    assert rec["name"] == scn.name
+    got = run_on_model(scn, initial_maps=rec["env"].get("initial_maps"), validate=True, caps=rec["env"].get("caps"))
+    return compare_results(rec, got)
+
+
 def live_diffs(path: str, rec: dict, request: pytest.FixtureRequest) -> list[str]:
     """Run scenario ``path`` on the live kernel and compare it with its recording ``rec``; skipped (and listed
     in the summary) when the numeric release or the privileges differ from the recording's."""

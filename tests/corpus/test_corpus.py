@@ -15,15 +15,13 @@ from typing import Any
 
 import pytest
 
-from vmalab.execute import run_on_model
-from vmalab.scenario import compare_results, load_scenario
-
 from ..conftest import (
     ROOT,
     corpus_paths,
     live_diffs,
     live_release,
     load_json,
+    model_diffs,
     needs_linux,
     numeric_release,
     release_matches,
@@ -45,11 +43,7 @@ def test_corpus_is_not_empty() -> None:
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_model_agrees_with_recording(path: str) -> None:
-    scn = load_scenario(path)
-    rec = _recording(path)
-    assert rec["name"] == scn.name
-    got = run_on_model(scn, initial_maps=rec["env"].get("initial_maps"), validate=True, caps=rec["env"].get("caps"))
-    diffs = compare_results(rec, got)
+    diffs = model_diffs(path, _recording(path))
     assert not diffs, "\n".join(diffs[:20])
 
 

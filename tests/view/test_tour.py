@@ -27,12 +27,21 @@ from typing import Any
 
 import pytest
 
-from vmalab.execute import ModelRunner, run_on_model
+from vmalab.execute import ModelRunner
 from vmalab.procfs import maps as maps_text
 from vmalab.scenario import compare_results, load_scenario
 from vmalab.view import driver_steps, lanes_from_scenario, render_html
 
-from ..conftest import ROOT, live_diffs, live_release, load_json, needs_linux, release_matches, skip_live
+from ..conftest import (
+    ROOT,
+    live_diffs,
+    live_release,
+    load_json,
+    model_diffs,
+    needs_linux,
+    release_matches,
+    skip_live,
+)
 from .conftest import open_html
 
 TOUR_DIR = os.path.join(ROOT, "docs", "tour")
@@ -84,11 +93,7 @@ def test_tour_scenarios_are_as_listed() -> None:
 # the live kernel
 @pytest.mark.parametrize("name", RECORDED)
 def test_model_agrees_with_recording(name: str) -> None:
-    rec = recording(name)
-    scn = load_scenario(scenario_path(name))
-    assert rec["name"] == scn.name
-    got = run_on_model(scn, initial_maps=rec["env"].get("initial_maps"), validate=True, caps=rec["env"].get("caps"))
-    diffs = compare_results(rec, got)
+    diffs = model_diffs(scenario_path(name), recording(name))
     assert not diffs, "\n".join(diffs[:20])
 
 
