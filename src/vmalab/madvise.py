@@ -424,6 +424,13 @@ def _madvise_willneed(mm: MmStruct, vma: VMA, start: int, end: int) -> int | tup
     return vma, True
 
 
+def _reclaim_pte(mm: MmStruct, vpn: int) -> None:
+    """try_to_unmap() of one page that reclaim takes: its PTE goes (MMU_NOTIFY_CLEAR of the page)."""
+    mm.pt.zap(vpn, vpn + 1)
+    if mm.notifiers:
+        invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
+
+
 def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageout: bool) -> int:
     """Models madvise_cold() / madvise_pageout(): deactivation is invisible.  Reclaim
     (shrink_folio_list()) without swap keeps anonymous pages mapped (add_to_swap() fails first), but
@@ -442,9 +449,7 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
         droppable = vma.vm_flags & C.VM_DROPPABLE
         for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             if p.kind == ANON and p.mapcount == 1 and (droppable or p.lru == LRU_LAZYFREE):
-                mm.pt.zap(vpn, vpn + 1)
-                if mm.notifiers:
-                    invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
+                _reclaim_pte(mm, vpn)
         return 0
     if not pageout or vma.vm_file is None:
         return 0
@@ -453,9 +458,7 @@ def _madvise_cold_or_pageout(mm: MmStruct, vma: VMA, start: int, end: int, pageo
     for vpn, p in mm.pt.items(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
         if p.kind != FILE or p.mapcount != 1 or p.lru == LRU_UNEVICTABLE:
             continue  # anonymous, zero page, guard marker, mapped more than once, or still mlocked
-        mm.pt.zap(vpn, vpn + 1)
-        if mm.notifiers:  # try_to_unmap(): MMU_NOTIFY_CLEAR of the page
-            invalidate_range(mm, vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT, "zap")
+        _reclaim_pte(mm, vpn)
         pgoff = vma.pgoff_at(vpn << PAGE_SHIFT)
         # a clean folio leaves the cache: a regular file's (its data is on disk) and a shmem one's that
         # was never written (it reads back as zeroes); dirty shmem folios cannot go without swap

@@ -427,13 +427,11 @@ def vms_clean_up_area(mm: MmStruct, vms: VmaMunmap) -> None:
     """Models mm/vma.c: vms_clean_up_area(): zap the PTEs of the detached VMAs and call their ->close.
     unmap_vmas() invalidates the whole range ``[vms.start, vms.end)`` for the MMU notifiers, holes
     included (MMU_NOTIFY_UNMAP)."""
+    for v in vms.detached:  # unmap_vmas(): every PTE goes before any ->close runs
+        mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
     if mm.notifiers and vms.detached:
-        for v in vms.detached:
-            mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
-        invalidate_range(mm, vms.start, vms.end, "unmap")  # unmap_vmas() ends before the ->close calls
+        invalidate_range(mm, vms.start, vms.end, "unmap")
     for v in vms.detached:
-        if not mm.notifiers:
-            mm.pt.zap(v.vm_start >> PAGE_SHIFT, v.vm_end >> PAGE_SHIFT)
         if v.vm_ops is not None:
             mm.callback("close", functools.partial(v.vm_ops.close, v), vma=v)
     # free_pgtables(): the PTE table of each 2 MiB region that no remaining VMA touches goes too
